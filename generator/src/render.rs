@@ -1,0 +1,406 @@
+//! Rendering: spec + manifest -> the files of one generated crate, in memory.
+//!
+//! Templates see a [`Ctx`] of view models computed here, so they hold Rust code and loops but no
+//! naming or type logic. Every `.rs` output is parsed with syn and printed with prettyplease, then
+//! prefixed with a stable `@generated` header (no version, no timestamp).
+
+use crate::manifest::{Manifest, Push, Store};
+use crate::spec::{Check, ConfigType, FieldType, RecordType, Spec};
+use anyhow::{anyhow, bail, Result};
+use askama::Template;
+use std::collections::BTreeMap;
+
+/// One rendered file: its path inside the crate and its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub path: String,
+    pub contents: String,
+}
+
+/// Everything a template may read.
+pub struct Ctx<'a> {
+    pub spec: &'a Spec,
+    pub target: &'a Manifest,
+    pub crate_name: String,
+    pub refusals: Vec<RefusalView>,
+    pub records: Vec<RecordView>,
+    pub states: Vec<StatesView>,
+    pub requests: Vec<RequestView>,
+    pub options: Vec<OptionView>,
+    pub push: bool,
+}
+
+pub struct RefusalView {
+    pub id: String,
+    pub variant: String,
+    pub status: u16,
+    /// The message as a `format!` string: `{detail}` becomes `{}`, other braces are escaped.
+    pub format: String,
+    /// The message as a Rust string literal (for messages without `{detail}`).
+    pub literal: String,
+    /// The message for doc comments, `{detail}` shown as `…`.
+    pub text: String,
+    pub detail: bool,
+}
+
+pub struct StatesView {
+    pub name: String,
+    pub wire_list: String,
+    /// `(wire name, variant)`.
+    pub states: Vec<(String, String)>,
+    /// A record field has this type, so the store converts it to and from text.
+    pub stored: bool,
+}
+
+pub struct RecordView {
+    pub name: String,
+    pub doc: String,
+    /// Sorted by wire name, so serde writes keys alphabetically as the official server does.
+    pub fields: Vec<RecordFieldView>,
+}
+
+pub struct RecordFieldView {
+    pub wire: String,
+    pub rust: String,
+    pub ty: String,
+    pub optional: bool,
+    pub doc: String,
+}
+
+pub struct RequestView {
+    pub kind: String,
+    pub variant: String,
+    pub func: String,
+    pub doc: String,
+    pub debug: bool,
+    pub fields: Vec<RequestFieldView>,
+    /// The refusal for undecodable `data` (`InvalidRequest` unless the spec names another).
+    pub decode_error: Option<String>,
+    pub guards: Vec<(String, String)>,
+    pub effects: Vec<String>,
+    pub response: String,
+}
+
+pub struct RequestFieldView {
+    pub wire: String,
+    pub rust: String,
+    pub ty: String,
+    pub optional: bool,
+    /// `(condition that fails the check, refusal variant)`, in spec order.
+    pub checks: Vec<(String, String)>,
+    /// A nested single action whose data has checks of its own.
+    pub nested_checks: bool,
+}
+
+pub struct OptionView {
+    pub flag: String,
+    pub env: String,
+    pub field: String,
+    pub ty: &'static str,
+    pub default: String,
+    /// The default as shown in `--help`.
+    pub default_doc: String,
+    pub min: Option<i64>,
+    pub doc: String,
+    pub is_bool: bool,
+}
+
+/// `promise.create` -> `PromiseCreate`; `promise_id_required` -> `PromiseIdRequired`.
+pub fn camel(s: &str) -> String {
+    s.split(['.', '_', '-'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// `timeoutAt` -> `timeout_at`; `promise.create` -> `promise_create`.
+pub fn snake(s: &str) -> String {
+    let mut out = String::new();
+    for ch in s.chars() {
+        if ch.is_ascii_uppercase() {
+            out.push('_');
+            out.push(ch.to_ascii_lowercase());
+        } else if ch == '.' || ch == '-' {
+            out.push('_');
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn record_type(t: RecordType) -> &'static str {
+    match t {
+        RecordType::String => "String",
+        RecordType::Int => "i64",
+        RecordType::Value => "Value",
+        RecordType::Tags | RecordType::Headers => "Tags",
+        RecordType::PromiseState => "PromiseState",
+        RecordType::TaskState => "TaskState",
+    }
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(spec: &'a Spec, target: &'a Manifest) -> Ctx<'a> {
+        let refusals = spec
+            .errors
+            .iter()
+            .map(|(id, e)| RefusalView {
+                id: id.clone(),
+                variant: camel(id),
+                status: e.status,
+                format: format!("{:?}", e.message.replace('{', "{{").replace('}', "}}").replace("{{detail}}", "{}")),
+                literal: format!("{:?}", e.message),
+                text: e.message.replace("{detail}", "…"),
+                detail: e.has_detail(),
+            })
+            .collect();
+        let records = [
+            ("Value", &spec.records.value),
+            ("Promise", &spec.records.promise),
+            ("Task", &spec.records.task),
+            ("Schedule", &spec.records.schedule),
+        ]
+        .into_iter()
+        .map(|(name, r)| {
+            let mut fields: Vec<RecordFieldView> = r
+                .fields
+                .iter()
+                .map(|f| RecordFieldView {
+                    wire: f.name.clone(),
+                    rust: snake(&f.name),
+                    ty: record_type(f.ty).to_string(),
+                    optional: f.optional,
+                    doc: f.doc.clone().unwrap_or_default(),
+                })
+                .collect();
+            fields.sort_by(|a, b| a.wire.cmp(&b.wire));
+            RecordView { name: name.to_string(), doc: r.doc.clone(), fields }
+        })
+        .collect();
+        let requests = spec
+            .kinds
+            .iter()
+            .map(|(name, k)| RequestView {
+                kind: name.clone(),
+                variant: camel(name),
+                func: snake(name),
+                doc: k.doc.clone(),
+                debug: k.debug,
+                fields: k
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        let rust = snake(&f.name);
+                        let of = f.of.as_ref().map(|o| o.kinds()).unwrap_or_default();
+                        let ty = match f.ty {
+                            FieldType::String => "String".to_string(),
+                            FieldType::Int => "i64".to_string(),
+                            FieldType::Value => "Value".to_string(),
+                            FieldType::Tags => "Tags".to_string(),
+                            FieldType::SettleState => "SettleState".to_string(),
+                            FieldType::Action if of.len() == 1 => format!("Action<{}>", camel(of[0])),
+                            FieldType::Action => "RawAction".to_string(),
+                            FieldType::Actions => format!("Vec<Action<{}>>", camel(of[0])),
+                            FieldType::TaskRefs => "Vec<TaskRef>".to_string(),
+                        };
+                        let ty = if f.optional && matches!(f.ty, FieldType::String | FieldType::Int)
+                        {
+                            format!("Option<{ty}>")
+                        } else {
+                            ty
+                        };
+                        let checks = f
+                            .checks
+                            .iter()
+                            .map(|c| {
+                                let cond = match c {
+                                    Check::NonEmpty(_) => format!("self.{rust}.is_empty()"),
+                                    Check::NoNul(_) => format!("self.{rust}.contains('\\0')"),
+                                    Check::AtLeast { min, .. } => format!("self.{rust} < {min}"),
+                                };
+                                (cond, camel(c.error()))
+                            })
+                            .collect();
+                        let nested_checks = f.ty == FieldType::Action
+                            && of.len() == 1
+                            && spec.kind(of[0]).fields.iter().any(|f| !f.checks.is_empty());
+                        RequestFieldView {
+                            wire: f.name.clone(),
+                            rust,
+                            ty,
+                            optional: f.optional,
+                            checks,
+                            nested_checks,
+                        }
+                    })
+                    .collect(),
+                decode_error: k.decode_error.as_deref().map(camel),
+                guards: k.guards.iter().map(|g| (camel(&g.error), g.when.clone())).collect(),
+                effects: k.effects.clone(),
+                response: k.response.clone(),
+            })
+            .collect();
+        let options = spec
+            .config
+            .options
+            .iter()
+            .filter(|o| {
+                o.stores.as_ref().is_none_or(|s| s.iter().any(|s| s == target.store.name()))
+            })
+            .map(|o| OptionView {
+                flag: o.name.clone(),
+                env: o.env.clone(),
+                field: snake(&o.name),
+                ty: match o.ty {
+                    ConfigType::U16 => "u16",
+                    ConfigType::I64 => "i64",
+                    ConfigType::Bool => "bool",
+                    ConfigType::String => "String",
+                },
+                default: match o.ty {
+                    ConfigType::String => format!("{:?}.to_string()", o.default),
+                    _ => o.default.clone(),
+                },
+                default_doc: o.default.clone(),
+                min: o.min,
+                doc: o.doc.clone(),
+                is_bool: o.ty == ConfigType::Bool,
+            })
+            .collect();
+        let states = spec
+            .records
+            .states
+            .iter()
+            .map(|(name, states)| StatesView {
+                name: camel(name),
+                wire_list: states.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+                states: states.iter().map(|s| (s.clone(), camel(s))).collect(),
+                stored: [&spec.records.promise, &spec.records.task, &spec.records.schedule]
+                    .iter()
+                    .flat_map(|r| &r.fields)
+                    .any(|f| format!("{:?}", f.ty) == camel(name)),
+            })
+            .collect();
+        Ctx {
+            spec,
+            target,
+            states,
+            crate_name: format!("resonate-{}", target.name),
+            refusals,
+            records,
+            requests,
+            options,
+            push: target.push == Push::Http,
+        }
+    }
+
+    pub fn sqlite(&self) -> bool {
+        self.target.store == Store::Sqlite
+    }
+
+    /// The protocol requests (not `debug.*`).
+    pub fn protocol_requests(&self) -> impl Iterator<Item = &RequestView> {
+        self.requests.iter().filter(|r| !r.debug)
+    }
+}
+
+macro_rules! templates {
+    ($($name:ident => $path:literal),* $(,)?) => {
+        $(
+            #[derive(Template)]
+            #[template(path = $path, escape = "none")]
+            struct $name<'a> {
+                c: &'a Ctx<'a>,
+            }
+        )*
+    };
+}
+
+templates! {
+    CargoToml => "server/Cargo.toml",
+    Readme => "server/README.md",
+    MainRs => "server/main.rs",
+    ConfigRs => "server/config.rs",
+    ProtocolRs => "server/protocol.rs",
+    MachineRs => "server/machine.rs",
+    HttpRs => "transport/http/http.rs",
+    DeliveryRs => "transport/http/delivery.rs",
+}
+
+/// Renders one target into its files, formatted and headed, in a fixed order.
+pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
+    let c = Ctx::new(spec, target);
+    let mut out = Vec::new();
+    let mut add = |path: &str, template: &str, text: askama::Result<String>| -> Result<()> {
+        let text = text.map_err(|e| anyhow!("templates/{template}: {e}"))?;
+        let contents = if path.ends_with(".rs") {
+            let file = syn::parse_file(&text).map_err(|e| {
+                let line = e.span().start().line;
+                let context: Vec<String> = text
+                    .lines()
+                    .enumerate()
+                    .skip(line.saturating_sub(4))
+                    .take(7)
+                    .map(|(i, l)| format!("{:>5} | {l}", i + 1))
+                    .collect();
+                anyhow!(
+                    "templates/{template} rendered invalid Rust for {}/{path} at line {line}: {e}\n{}",
+                    target.name,
+                    context.join("\n")
+                )
+            })?;
+            format!(
+                "// @generated by resonate-gen from spec/ and templates/{template}. Do not edit.\n\n{}",
+                prettyplease::unparse(&file)
+            )
+        } else {
+            text.trim_end().to_string() + "\n"
+        };
+        out.push(File { path: path.to_string(), contents });
+        Ok(())
+    };
+    add("Cargo.toml", "server/Cargo.toml", CargoToml { c: &c }.render())?;
+    add("README.md", "server/README.md", Readme { c: &c }.render())?;
+    add("src/main.rs", "server/main.rs", MainRs { c: &c }.render())?;
+    add("src/config.rs", "server/config.rs", ConfigRs { c: &c }.render())?;
+    add("src/protocol.rs", "server/protocol.rs", ProtocolRs { c: &c }.render())?;
+    add("src/machine.rs", "server/machine.rs", MachineRs { c: &c }.render())?;
+    // The cron module has nothing target-specific: it is copied as it is.
+    add("src/cron.rs", "server/cron.rs", Ok(include_str!("../../templates/server/cron.rs").to_string()))?;
+    match target.store {
+        Store::Sqlite => add(
+            "src/store.rs",
+            "store/sqlite/store.rs",
+            Ok(include_str!("../../templates/store/sqlite/store.rs").to_string()),
+        )?,
+    }
+    add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
+    add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
+    check_refusals_used(&c, &out)?;
+    Ok(out)
+}
+
+/// Every refusal in the spec must be answered somewhere in the rendered code: a guard the spec
+/// lists but no template checks is a spec/template mismatch, caught at render time.
+fn check_refusals_used(c: &Ctx, files: &[File]) -> Result<()> {
+    // Definitions say `Self::X`; every `Refusal::X` is a place that answers it.
+    let code: String =
+        files.iter().filter(|f| f.path.ends_with(".rs")).map(|f| f.contents.as_str()).collect();
+    let mut missing = BTreeMap::new();
+    for r in &c.refusals {
+        if !code.contains(&format!("Refusal::{}", r.variant)) {
+            missing.insert(r.id.clone(), r.variant.clone());
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "target {}: the spec lists refusals that no template answers: {}",
+            c.target.name,
+            missing.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! The protocol as data: typed mirrors of the YAML files in `spec/`.
+//!
+//! Every struct rejects unknown keys, and [`Spec::load`] reports a bad file with its path and the
+//! key path inside it, so a typo in the spec fails loudly instead of rendering a silent default.
+
+use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The whole protocol, as loaded from `spec/`.
+#[derive(Debug)]
+pub struct Spec {
+    pub protocol: Protocol,
+    pub records: Records,
+    pub errors: BTreeMap<String, Error>,
+    /// Request kinds in the order `kinds.yaml` lists them.
+    pub kinds: Vec<(String, Kind)>,
+    pub tags: BTreeMap<String, Tag>,
+    pub rules: Rules,
+    pub config: Config,
+    pub choices: Vec<Choice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocol {
+    pub version: String,
+    pub envelope: Envelope,
+    pub http: Http,
+    pub addresses: Vec<Address>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub request: String,
+    pub response: String,
+    pub checks: Vec<Guard>,
+    pub ignore_unknown_fields: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub rpc: String,
+    pub body_limit_bytes: usize,
+    pub body_too_large: PlainReply,
+    pub poll: String,
+    pub health: String,
+    pub ready: String,
+    pub gone: Gone,
+    pub json_key_order: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gone {
+    pub paths: Vec<String>,
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub scheme: String,
+    pub transport: String,
+    pub rule: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Records {
+    pub value: Record,
+    pub promise: Record,
+    pub task: Record,
+    pub schedule: Record,
+    pub states: BTreeMap<String, Vec<String>>,
+    pub messages: BTreeMap<String, Message>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub doc: String,
+    pub fields: Vec<RecordField>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordField {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: RecordType,
+    #[serde(default)]
+    pub optional: bool,
+    pub doc: Option<String>,
+}
+
+/// The value types a record field can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordType {
+    String,
+    Int,
+    Value,
+    Tags,
+    Headers,
+    PromiseState,
+    TaskState,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    pub doc: String,
+    pub head: String,
+    pub data: String,
+}
+
+/// A refusal: the status and exact message a server answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Error {
+    pub status: u16,
+    pub message: String,
+    pub source: ErrorSource,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorSource {
+    Official,
+    Ours,
+}
+
+impl Error {
+    /// Whether the message has a run-time `{detail}` part.
+    pub fn has_detail(&self) -> bool {
+        self.message.contains("{detail}")
+    }
+}
+
+/// One request kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kind {
+    #[serde(default)]
+    pub debug: bool,
+    pub doc: String,
+    pub fields: Vec<Field>,
+    /// The refusal answered when `data` does not decode, instead of `invalid_request`.
+    pub decode_error: Option<String>,
+    pub guards: Vec<Guard>,
+    pub effects: Vec<String>,
+    pub response: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    /// For `action` and `actions`: the kind (or kinds) whose fields the nested `data` has.
+    pub of: Option<OneOrMany>,
+    #[serde(default)]
+    pub optional: bool,
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    String,
+    Int,
+    Value,
+    Tags,
+    SettleState,
+    Action,
+    Actions,
+    TaskRefs,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn kinds(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(k) => vec![k.as_str()],
+            OneOrMany::Many(ks) => ks.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A field check, run after decoding; the named error answers when it fails.
+/// Written in YAML as a one-key map: `non_empty: <error>`, `no_nul: <error>`,
+/// `at_least: { min: <n>, error: <error> }`.
+#[derive(Debug)]
+pub enum Check {
+    NonEmpty(String),
+    NoNul(String),
+    AtLeast { min: i64, error: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckMap {
+    non_empty: Option<String>,
+    no_nul: Option<String>,
+    at_least: Option<AtLeast>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AtLeast {
+    min: i64,
+    error: String,
+}
+
+impl<'de> Deserialize<'de> for Check {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let m = CheckMap::deserialize(d)?;
+        match (m.non_empty, m.no_nul, m.at_least) {
+            (Some(e), None, None) => Ok(Check::NonEmpty(e)),
+            (None, Some(e), None) => Ok(Check::NoNul(e)),
+            (None, None, Some(a)) => Ok(Check::AtLeast { min: a.min, error: a.error }),
+            _ => Err(serde::de::Error::custom(
+                "a check is exactly one of non_empty, no_nul, at_least",
+            )),
+        }
+    }
+}
+
+impl Check {
+    pub fn error(&self) -> &str {
+        match self {
+            Check::NonEmpty(e) | Check::NoNul(e) | Check::AtLeast { error: e, .. } => e,
+        }
+    }
+}
+
+/// A guard: a refusal and the condition under which it answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    pub error: String,
+    pub when: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tag {
+    pub doc: String,
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    pub facts: BTreeMap<String, String>,
+    pub read_discipline: ReadDiscipline,
+    pub coupled_settlement: String,
+    pub rules: BTreeMap<String, Rule>,
+    pub schedule: ScheduleRules,
+    pub delivery: Doc,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadDiscipline {
+    pub choice: String,
+    pub doc: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    pub when: String,
+    pub effect: String,
+    pub fires: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRules {
+    pub cron: String,
+    pub expand: String,
+    pub schedule_batch: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Doc {
+    pub doc: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub options: Vec<ConfigOption>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigOption {
+    pub name: String,
+    pub env: String,
+    #[serde(rename = "type")]
+    pub ty: ConfigType,
+    pub default: String,
+    pub min: Option<i64>,
+    /// Only targets with one of these stores carry the option (all when absent).
+    pub stores: Option<Vec<String>>,
+    pub doc: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigType {
+    U16,
+    I64,
+    Bool,
+    String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Choice {
+    pub id: String,
+    pub follows: String,
+    pub choice: String,
+    pub reason: String,
+}
+
+/// Reads one YAML file into `T`, naming the file and the key path on failure.
+pub fn read_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let de = serde_yaml::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        anyhow::anyhow!("{}: at `{}`: {}", path.display(), key, e.into_inner())
+    })
+}
+
+impl Spec {
+    /// Loads and cross-checks every file of `spec/`.
+    pub fn load(dir: &Path) -> Result<Spec> {
+        let kinds: serde_yaml::Mapping = read_yaml(&dir.join("kinds.yaml"))?;
+        let mut ordered = Vec::new();
+        for (name, _) in &kinds {
+            let name = name.as_str().context("kinds.yaml: kind names must be strings")?;
+            ordered.push(name.to_string());
+        }
+        let typed: BTreeMap<String, Kind> = read_yaml(&dir.join("kinds.yaml"))?;
+        let mut typed = typed;
+        let kinds = ordered
+            .into_iter()
+            .map(|n| {
+                let k = typed.remove(&n).expect("same file, same keys");
+                (n, k)
+            })
+            .collect();
+        let spec = Spec {
+            protocol: read_yaml(&dir.join("protocol.yaml"))?,
+            records: read_yaml(&dir.join("records.yaml"))?,
+            errors: read_yaml(&dir.join("errors.yaml"))?,
+            kinds,
+            tags: read_yaml(&dir.join("tags.yaml"))?,
+            rules: read_yaml(&dir.join("rules.yaml"))?,
+            config: read_yaml(&dir.join("config.yaml"))?,
+            choices: read_yaml(&dir.join("choices.yaml"))?,
+        };
+        spec.validate(dir)?;
+        Ok(spec)
+    }
+
+    /// Cross-file rules that serde cannot see: every named error exists, every error is used,
+    /// nested actions name real kinds.
+    fn validate(&self, dir: &Path) -> Result<()> {
+        let mut used = std::collections::BTreeSet::new();
+        let mut need = |file: &str, at: String, error: &str| -> Result<()> {
+            if !self.errors.contains_key(error) {
+                bail!(
+                    "{}: at `{at}`: unknown error `{error}` (errors.yaml defines it)",
+                    dir.join(file).display()
+                );
+            }
+            used.insert(error.to_string());
+            Ok(())
+        };
+        for (i, g) in self.protocol.envelope.checks.iter().enumerate() {
+            need("protocol.yaml", format!("envelope.checks[{i}].error"), &g.error)?;
+        }
+        for (name, kind) in &self.kinds {
+            for (i, f) in kind.fields.iter().enumerate() {
+                for (j, c) in f.checks.iter().enumerate() {
+                    need("kinds.yaml", format!("{name}.fields[{i}].checks[{j}]"), c.error())?;
+                }
+                let nested = matches!(f.ty, FieldType::Action | FieldType::Actions);
+                match (&f.of, nested) {
+                    (Some(of), true) => {
+                        for k in of.kinds() {
+                            if !self.kinds.iter().any(|(n, _)| n == k) {
+                                bail!(
+                                    "{}: at `{name}.fields[{i}].of`: unknown kind `{k}`",
+                                    dir.join("kinds.yaml").display()
+                                );
+                            }
+                        }
+                    }
+                    (None, true) => bail!(
+                        "{}: at `{name}.fields[{i}]`: an {:?} field needs `of`",
+                        dir.join("kinds.yaml").display(),
+                        f.ty
+                    ),
+                    (Some(_), false) => bail!(
+                        "{}: at `{name}.fields[{i}].of`: only action and actions fields take `of`",
+                        dir.join("kinds.yaml").display()
+                    ),
+                    (None, false) => {}
+                }
+            }
+            if let Some(e) = &kind.decode_error {
+                need("kinds.yaml", format!("{name}.decode_error"), e)?;
+            }
+            for (i, g) in kind.guards.iter().enumerate() {
+                need("kinds.yaml", format!("{name}.guards[{i}].error"), &g.error)?;
+            }
+        }
+        if let Some(unused) = self.errors.keys().find(|e| !used.contains(*e)) {
+            bail!(
+                "{}: at `{unused}`: no kind or envelope check uses this error",
+                dir.join("errors.yaml").display()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self, name: &str) -> &Kind {
+        &self.kinds.iter().find(|(n, _)| n == name).expect("validated").1
+    }
+}

@@ -1,0 +1,109 @@
+//! Configuration from flags and `RESONATE_*` environment variables (flags win), with the official
+//! server's names and defaults. Rendered from spec/config.yaml.
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+{% for o in c.options %}
+    /// {{ o.doc }}
+    pub {{ o.field }}: {{ o.ty }},
+{% endfor %}
+}
+
+const HELP: &str = "{{ c.crate_name }}: a Resonate protocol {{ c.spec.protocol.version }} server ({{ c.target.description }})
+
+Usage: {{ c.crate_name }} [OPTIONS]
+
+Every option can also be set by its environment variable; a flag wins over the environment.
+
+Options:
+{% for o in c.options %}
+  --{{ o.flag }}{% if !o.is_bool %} <{{ o.ty }}>{% endif %}
+
+      {{ o.doc }} [env: {{ o.env }}] [default: {{ o.default_doc }}]
+{% endfor %}
+  -h, --help
+      Print this help
+";
+
+impl Config {
+    /// Reads the environment, then the command line. `Ok(None)` means `--help` was printed.
+    pub fn load() -> Result<Option<Config>, String> {
+        let mut config = Config {
+{% for o in c.options %}
+            {{ o.field }}: {{ o.default }},
+{% endfor %}
+        };
+{% for o in c.options %}
+        if let Ok(v) = std::env::var("{{ o.env }}") {
+            config.set("{{ o.flag }}", &v, "{{ o.env }}")?;
+        }
+{% endfor %}
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            if arg == "-h" || arg == "--help" {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            let Some(flag) = arg.strip_prefix("--") else {
+                return Err(format!("unexpected argument '{arg}'; see --help"));
+            };
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (flag.to_string(), None),
+            };
+            let value = match inline {
+                Some(v) => v,
+                None if config.is_bool(&name) => "true".to_string(),
+                None => args
+                    .next()
+                    .ok_or_else(|| format!("--{name} needs a value; see --help"))?,
+            };
+            config.set(&name, &value, &format!("--{name}"))?;
+        }
+        Ok(Some(config))
+    }
+
+    fn is_bool(&self, name: &str) -> bool {
+        matches!(name, {% for o in c.options %}{% if o.is_bool %}"{{ o.flag }}" | {% endif %}{% endfor %}"")
+    }
+
+    /// Sets one option from its text; `source` names the flag or variable in errors.
+    fn set(&mut self, name: &str, value: &str, source: &str) -> Result<(), String> {
+        match name {
+{% for o in c.options %}
+            "{{ o.flag }}" => {
+{% if o.ty == "String" %}
+                self.{{ o.field }} = value.to_string();
+{% else if o.is_bool %}
+                self.{{ o.field }} = match value {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(format!("{source}: expected true or false, got '{value}'")),
+                };
+{% else %}
+                self.{{ o.field }} = value
+                    .parse()
+                    .map_err(|_| format!("{source}: expected an integer, got '{value}'"))?;
+{% endif %}
+{% if let Some(min) = o.min %}
+                if self.{{ o.field }} < {{ min }} {
+                    return Err(format!("{source}: must be at least {{ min }}, got {value}"));
+                }
+{% endif %}
+            }
+{% endfor %}
+            _ => return Err(format!("unknown option '{source}'; see --help")),
+        }
+        Ok(())
+    }
+
+    /// The URL sent to workers in execute messages.
+    pub fn server_url(&self) -> String {
+        if self.server_url.is_empty() {
+            format!("http://{}:{}", self.server_host, self.server_port)
+        } else {
+            self.server_url.clone()
+        }
+    }
+}

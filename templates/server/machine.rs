@@ -1,0 +1,926 @@
+//! The protocol's transitions and the server's own rules, over one store transaction.
+//!
+//! Each request runs as one [`Machine`] step inside one transaction of the store. Every read of a
+//! promise goes through [`Machine::read_promise`], which applies the projection (spec/rules.yaml,
+//! fact P) and persists it (the materialised discipline): a pending promise past its deadline is
+//! settled there and then, with its coupled task fulfilment and its drains, so every later read in
+//! the step, and every later step, agrees with what the client was told.
+//!
+//! Guards are checked in the order spec/kinds.yaml lists them; the refusals carry the exact wire
+//! messages of spec/errors.yaml.
+
+use crate::cron::Cron;
+use crate::protocol::*;
+use crate::store::{StoreError, Tx};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Tag: an address; the promise has a task dispatched there.
+pub const TARGET: &str = "resonate:target";
+/// Tag: `"true"` makes a durable timer, resolved at its deadline.
+pub const TIMER: &str = "resonate:timer";
+/// Tag: `"true"` lets an untargeted promise hold callbacks and listeners.
+pub const EXTERNAL: &str = "resonate:external";
+/// Tag: `global` marks a promise the SDKs await from other tasks (spec/choices.yaml).
+pub const SCOPE: &str = "resonate:scope";
+/// Tag: an instant before which the first dispatch waits.
+pub const DELAY: &str = "resonate:delay";
+/// Tag set on promises a schedule creates: the schedule's id.
+pub const SCHEDULE: &str = "resonate:schedule";
+/// Tags set on promises a schedule creates, each to the new promise's id.
+const SCHEDULE_ROOT_TAGS: [&str; 4] =
+    ["resonate:origin", "resonate:branch", "resonate:parent", "resonate:prefix"];
+/// The most occurrences one schedule creates per firing.
+const SCHEDULE_BATCH: usize = {{ c.spec.rules.schedule.schedule_batch }};
+/// The most objects of each kind one background pass handles.
+const RULE_BATCH: usize = 512;
+
+/// What the machine needs besides the store.
+pub struct Settings {
+    /// ms between dispatches of a pending task (rule R6).
+    pub retry_timeout: i64,
+    /// Sent to workers in execute messages.
+    pub server_url: String,
+    /// Set by debug.start: the background loop skips its passes.
+    pub paused: AtomicBool,
+}
+
+/// A task as stored: the wire record plus its deadlines and the list behind `resumes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub id: String,
+    pub state: TaskState,
+    pub version: i64,
+    pub pid: Option<String>,
+    pub ttl: Option<i64>,
+    /// Lease deadline, only while acquired.
+    pub expires_at: Option<i64>,
+    /// Next dispatch, only while pending.
+    pub retry_at: Option<i64>,
+    /// Awaited promises that woke the task, in order, without duplicates.
+    pub resumes: Vec<String>,
+}
+
+impl TaskRow {
+    fn new(id: &str, state: TaskState) -> TaskRow {
+        TaskRow {
+            id: id.to_string(),
+            state,
+            version: 0,
+            pid: None,
+            ttl: None,
+            expires_at: None,
+            retry_at: None,
+            resumes: Vec::new(),
+        }
+    }
+
+    /// The wire view.
+    pub fn wire(&self) -> Task {
+        Task {
+            id: self.id.clone(),
+            state: self.state,
+            version: self.version,
+            resumes: self.resumes.len() as i64,
+            ttl: self.ttl,
+            pid: self.pid.clone(),
+        }
+    }
+
+    /// When a background rule next looks at the task: the lease deadline while acquired (R5),
+    /// the retry instant while pending (R6), never otherwise.
+    pub fn due_at(&self) -> Option<i64> {
+        match self.state {
+            TaskState::Acquired => self.expires_at,
+            TaskState::Pending => self.retry_at,
+            _ => None,
+        }
+    }
+
+    /// Leaves the lease: no holder, no ttl, no deadline.
+    fn drop_lease(&mut self) {
+        self.pid = None;
+        self.ttl = None;
+        self.expires_at = None;
+    }
+
+    /// Coupled settlement: the promise settled, so the task is done for good.
+    fn fulfil(&mut self) {
+        self.state = TaskState::Fulfilled;
+        self.drop_lease();
+        self.retry_at = None;
+        self.resumes.clear();
+    }
+}
+
+/// A response: the protocol status and the JSON text of `data`.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub data: String,
+}
+
+impl Reply {
+    fn ok<T: Serialize>(data: &T) -> Reply {
+        Reply::with(200, data)
+    }
+
+    fn with<T: Serialize>(status: u16, data: &T) -> Reply {
+        Reply { status, data: serde_json::to_string(data).expect("records serialise") }
+    }
+
+    fn empty() -> Reply {
+        Reply { status: 200, data: "{}".to_string() }
+    }
+}
+
+impl From<Refusal> for Reply {
+    fn from(r: Refusal) -> Reply {
+        Reply::with(r.status(), &r.message())
+    }
+}
+
+#[derive(Serialize)]
+struct PromiseData<'a> {
+    promise: &'a Promise,
+}
+
+#[derive(Serialize)]
+struct TaskData<'a> {
+    task: &'a Task,
+}
+
+/// `{task, promise, preload}`; preload is always empty (spec/choices.yaml empty-preload).
+#[derive(Serialize)]
+struct AcquiredData<'a> {
+    preload: [Promise; 0],
+    promise: &'a Promise,
+    task: &'a Task,
+}
+
+#[derive(Serialize)]
+struct ScheduleData<'a> {
+    schedule: &'a Schedule,
+}
+
+#[derive(Serialize)]
+struct Page<'a, T> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<&'a str>,
+    #[serde(flatten)]
+    items: T,
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+/// A handler's outcome: a reply, or a refusal, or a store failure.
+type Outcome<T> = Result<std::result::Result<T, Refusal>>;
+
+/// Whether an address can be delivered to: `http(s)://…`, or `poll://any@group[/id]` and
+/// `poll://uni@group/id`.
+pub fn deliverable(address: &str) -> bool {
+    if address.starts_with("http://") || address.starts_with("https://") {
+        return address.len() > address.find("://").unwrap_or(0) + 3;
+    }
+    let Some(rest) = address.strip_prefix("poll://") else { return false };
+    let Some((cast, path)) = rest.split_once('@') else { return false };
+    let (group, id) = match path.split_once('/') {
+        Some((g, id)) => (g, Some(id)),
+        None => (path, None),
+    };
+    let id_ok = id.is_none_or(|id| !id.is_empty() && !id.contains('/'));
+    match cast {
+        "any" => !group.is_empty() && id_ok,
+        "uni" => !group.is_empty() && id.is_some() && id_ok,
+        _ => false,
+    }
+}
+
+fn is_timer(tags: &Tags) -> bool {
+    tags.get(TIMER).is_some_and(|v| v == "true")
+}
+
+/// External promises may hold callbacks and listeners and get a background timeout (C1-C3).
+pub fn is_external(tags: &Tags) -> bool {
+    tags.contains_key(TARGET)
+        || is_timer(tags)
+        || tags.get(EXTERNAL).is_some_and(|v| v == "true")
+        || tags.get(SCOPE).is_some_and(|v| v == "global")
+}
+
+/// The background timeout of a promise (rule R1), armed only for pending external promises.
+pub fn armed_at(p: &Promise) -> Option<i64> {
+    (p.state == PromiseState::Pending && is_external(&p.tags)).then_some(p.timeout_at)
+}
+
+/// The verdict of a deadline: timers resolve, everything else times out.
+fn deadline_state(tags: &Tags) -> PromiseState {
+    if is_timer(tags) {
+        PromiseState::Resolved
+    } else {
+        PromiseState::RejectedTimedout
+    }
+}
+
+/// One step of the protocol at one instant, inside one store transaction.
+pub struct Machine<'a> {
+    tx: &'a Tx<'a>,
+    now: i64,
+    settings: &'a Settings,
+}
+
+impl<'a> Machine<'a> {
+    pub fn new(tx: &'a Tx<'a>, now: i64, settings: &'a Settings) -> Machine<'a> {
+        Machine { tx, now, settings }
+    }
+
+    /// Runs one decoded request; `corr_id` is echoed in a fenced action's inner envelope.
+    pub fn handle(&self, request: Request, corr_id: &str) -> Result<Reply> {
+        let outcome = match request {
+{% for r in c.requests %}
+            Request::{{ r.variant }}(r) => self.{{ r.func }}(r{% if r.kind == "task.fence" %}, corr_id{% endif %})?,
+{% endfor %}
+        };
+        Ok(outcome.unwrap_or_else(Reply::from))
+    }
+
+    // ----- reads through the projection -----
+
+    /// Reads a promise through fact P, persisting a projected timeout (rule R1 on touch).
+    fn read_promise(&self, id: &str) -> Result<Option<Promise>> {
+        match self.tx.promise(id)? {
+            Some(p) if p.state == PromiseState::Pending && p.timeout_at <= self.now => {
+                let state = deadline_state(&p.tags);
+                let at = p.timeout_at;
+                self.settle(p, state, Value::default(), at).map(Some)
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// Reads a task and its promise; fact T holds because the promise read materialises.
+    fn read_task(&self, id: &str) -> Result<Option<(TaskRow, Promise)>> {
+        let Some(p) = self.read_promise(id)? else { return Ok(None) };
+        Ok(self.tx.task(id)?.map(|t| (t, p)))
+    }
+
+    /// Reads the task a lease-holding request names: acquired at exactly `version`, promise pending.
+    fn held_task(&self, id: &str, version: i64, conflict: Refusal) -> Outcome<(TaskRow, Promise)> {
+        Ok(match self.read_task(id)? {
+            None => Err(Refusal::TaskNotFound),
+            Some((t, p))
+                if t.state == TaskState::Acquired
+                    && t.version == version
+                    && p.state == PromiseState::Pending =>
+            {
+                Ok((t, p))
+            }
+            Some(_) => Err(conflict),
+        })
+    }
+
+    // ----- settlement and the rules it triggers -----
+
+    /// Settles a pending promise, then applies coupled settlement (its task is fulfilled in the
+    /// same step) and drains its listeners (R3) and callbacks (R4).
+    fn settle(&self, mut p: Promise, state: PromiseState, value: Value, at: i64) -> Result<Promise> {
+        p.state = state;
+        p.value = value;
+        p.settled_at = Some(at);
+        self.tx.update_promise(&p)?;
+        if let Some(mut t) = self.tx.task(&p.id)? {
+            if t.state != TaskState::Fulfilled {
+                t.fulfil();
+                self.tx.put_task(&t)?;
+            }
+        }
+        for address in self.tx.take_listeners(&p.id)? {
+            self.enqueue_unblock(&address, &p)?;
+        }
+        for awaiter in self.tx.take_callbacks(&p.id)? {
+            self.resume(&awaiter, &p.id)?;
+        }
+        Ok(p)
+    }
+
+    /// Rule R4's resume: wakes the awaiter's task, unless the awaiter itself is dead (C6).
+    fn resume(&self, awaiter: &str, awaited: &str) -> Result<()> {
+        let Some((mut t, p)) = self.read_task(awaiter)? else { return Ok(()) };
+        if p.state != PromiseState::Pending {
+            return Ok(());
+        }
+        match t.state {
+            TaskState::Suspended => {
+                t.state = TaskState::Pending;
+                t.resumes = vec![awaited.to_string()];
+                t.retry_at = Some(self.now);
+                self.dispatch(&mut t, &p)?;
+            }
+            TaskState::Pending | TaskState::Acquired | TaskState::Halted => {
+                if t.resumes.iter().any(|r| r == awaited) {
+                    return Ok(());
+                }
+                t.resumes.push(awaited.to_string());
+            }
+            TaskState::Fulfilled => return Ok(()),
+        }
+        self.tx.put_task(&t)
+    }
+
+    /// Rule R6: a pending task whose retry instant has come is sent an execute message, and its
+    /// next retry is armed. The caller writes the task.
+    fn dispatch(&self, t: &mut TaskRow, p: &Promise) -> Result<()> {
+        let due = t.retry_at.is_some_and(|at| at <= self.now);
+        if t.state != TaskState::Pending || !due || p.state != PromiseState::Pending {
+            return Ok(());
+        }
+        t.retry_at = Some(self.now + self.settings.retry_timeout);
+        let Some(address) = p.tags.get(TARGET) else { return Ok(()) };
+        let message = serde_json::json!({
+            "kind": "execute",
+            "head": { "serverUrl": self.settings.server_url },
+            "data": { "task": { "id": t.id, "version": t.version } },
+        });
+        self.tx.enqueue(&format!("execute:{}", t.id), address, &message.to_string())
+    }
+
+    /// Rule R3's message: the settled record, once per promise and address.
+    fn enqueue_unblock(&self, address: &str, p: &Promise) -> Result<()> {
+        let message = serde_json::json!({ "kind": "unblock", "head": {}, "data": { "promise": p } });
+        self.tx.enqueue(&format!("unblock:{}:{address}", p.id), address, &message.to_string())
+    }
+
+    /// Takes the lease: version + 1, holder, ttl, deadline; no retry, no resumes.
+    fn acquire(&self, t: &mut TaskRow, pid: String, ttl: i64) -> Result<()> {
+        t.state = TaskState::Acquired;
+        t.version += 1;
+        t.pid = Some(pid);
+        t.ttl = Some(ttl);
+        t.expires_at = Some(self.now.saturating_add(ttl));
+        t.retry_at = None;
+        t.resumes.clear();
+        self.tx.put_task(t)
+    }
+
+    /// Promise birth. A promise whose deadline has passed is born settled by it; a targeted one
+    /// gets its task, pending and dispatched (after `resonate:delay`), or fulfilled if born dead.
+    /// `born` is the creation instant (a schedule's occurrence, else now).
+    fn birth(&self, r: PromiseCreate, born: i64) -> Result<Promise> {
+        let dead = r.timeout_at <= self.now;
+        let p = Promise {
+            state: if dead { deadline_state(&r.tags) } else { PromiseState::Pending },
+            created_at: born.min(r.timeout_at),
+            settled_at: dead.then_some(r.timeout_at),
+            id: r.id,
+            param: r.param,
+            value: Value::default(),
+            tags: r.tags,
+            timeout_at: r.timeout_at,
+        };
+        self.tx.insert_promise(&p)?;
+        if p.tags.contains_key(TARGET) {
+            let mut t = TaskRow::new(&p.id, TaskState::Fulfilled);
+            if !dead {
+                let delay = p.tags.get(DELAY).and_then(|d| d.parse::<i64>().ok()).unwrap_or(0);
+                t.state = TaskState::Pending;
+                t.retry_at = Some(delay.max(self.now));
+                self.dispatch(&mut t, &p)?;
+            }
+            self.tx.put_task(&t)?;
+        }
+        Ok(p)
+    }
+
+    /// The tag guards of promise.create (also inside task.fence).
+    fn check_create_tags(r: &PromiseCreate) -> std::result::Result<(), Refusal> {
+        let target = r.tags.get(TARGET);
+        if target.is_some_and(|t| !deliverable(t)) {
+            return Err(Refusal::InvalidTarget);
+        }
+        if let Some(delay) = r.tags.get(DELAY) {
+            let delay = delay.parse::<i64>().ok().filter(|d| *d >= 0).ok_or(Refusal::DelayInvalid)?;
+            if target.is_none() {
+                return Err(Refusal::DelayUntargeted);
+            }
+            if delay >= r.timeout_at {
+                return Err(Refusal::DelayAfterTimeout);
+            }
+        }
+        Ok(())
+    }
+
+    // ----- promise.* -----
+
+    fn promise_get(&self, r: PromiseGet) -> Outcome<Reply> {
+        Ok(match self.read_promise(&r.id)? {
+            Some(p) => Ok(Reply::ok(&PromiseData { promise: &p })),
+            None => Err(Refusal::PromiseNotFound),
+        })
+    }
+
+    fn promise_create(&self, r: PromiseCreate) -> Outcome<Reply> {
+        if let Err(refusal) = Self::check_create_tags(&r) {
+            return Ok(Err(refusal));
+        }
+        let p = match self.read_promise(&r.id)? {
+            Some(p) => p,
+            None => self.birth(r, self.now)?,
+        };
+        Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
+    }
+
+    fn promise_settle(&self, r: PromiseSettle) -> Outcome<Reply> {
+        let Some(p) = self.read_promise(&r.id)? else { return Ok(Err(Refusal::PromiseNotFound)) };
+        let p = if p.state == PromiseState::Pending {
+            self.settle(p, r.state.into(), r.value, self.now)?
+        } else {
+            p
+        };
+        Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
+    }
+
+    fn promise_register_callback(&self, r: PromiseRegisterCallback) -> Outcome<Reply> {
+        if r.awaited == r.awaiter {
+            return Ok(Err(Refusal::SelfCallback));
+        }
+        let Some(awaited) = self.read_promise(&r.awaited)? else {
+            return Ok(Err(Refusal::AwaitedNotFound));
+        };
+        let Some(awaiter) = self.read_promise(&r.awaiter)? else {
+            return Ok(Err(Refusal::AwaiterNotFound));
+        };
+        if !awaiter.tags.contains_key(TARGET) {
+            return Ok(Err(Refusal::AwaiterUntargeted));
+        }
+        if !is_external(&awaited.tags) {
+            return Ok(Err(Refusal::AwaitedInternal));
+        }
+        if awaited.state == PromiseState::Pending && awaiter.state == PromiseState::Pending {
+            self.tx.add_callback(&awaited.id, &awaiter.id)?;
+        }
+        Ok(Ok(Reply::ok(&PromiseData { promise: &awaited })))
+    }
+
+    fn promise_register_listener(&self, r: PromiseRegisterListener) -> Outcome<Reply> {
+        if !deliverable(&r.address) {
+            return Ok(Err(Refusal::InvalidListener));
+        }
+        let Some(awaited) = self.read_promise(&r.awaited)? else {
+            return Ok(Err(Refusal::AwaitedNotFound));
+        };
+        if !is_external(&awaited.tags) {
+            return Ok(Err(Refusal::AwaitedInternal));
+        }
+        if awaited.state == PromiseState::Pending {
+            self.tx.add_listener(&awaited.id, &r.address)?;
+        }
+        Ok(Ok(Reply::ok(&PromiseData { promise: &awaited })))
+    }
+
+    fn promise_search(&self, r: PromiseSearch) -> Outcome<Reply> {
+        let state = match r.state.as_deref().map(|s| (s, PromiseState::parse(s))) {
+            Some((s, None)) => return Ok(Err(Refusal::InvalidStateFilter(s.to_string()))),
+            Some((_, state)) => state,
+            None => None,
+        };
+        let limit = match search_limit(r.limit, 100) {
+            Ok(l) => l,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let mut promises = Vec::new();
+        let mut after = r.cursor.unwrap_or_default();
+        loop {
+            let ids = self.tx.promise_ids(&after, &r.tags, limit + 1)?;
+            let exhausted = ids.len() <= limit;
+            for id in ids {
+                after = id;
+                if let Some(p) = self.read_promise(&after)? {
+                    if state.is_none_or(|s| s == p.state) {
+                        promises.push(p);
+                    }
+                }
+                if promises.len() > limit {
+                    break;
+                }
+            }
+            if exhausted || promises.len() > limit {
+                break;
+            }
+        }
+        let more = promises.len() > limit;
+        promises.truncate(limit);
+        let cursor = more.then(|| promises.last().map(|p| p.id.as_str())).flatten();
+        #[derive(Serialize)]
+        struct Items<'a> {
+            promises: &'a [Promise],
+        }
+        Ok(Ok(Reply::ok(&Page { cursor, items: Items { promises: &promises } })))
+    }
+
+    // ----- task.* -----
+
+    fn task_get(&self, r: TaskGet) -> Outcome<Reply> {
+        Ok(match self.read_task(&r.id)? {
+            Some((t, _)) => Ok(Reply::ok(&TaskData { task: &t.wire() })),
+            None => Err(Refusal::TaskNotFound),
+        })
+    }
+
+    fn task_create(&self, r: TaskCreate) -> Outcome<Reply> {
+        let action = r.action.data;
+        let Some(target) = action.tags.get(TARGET) else {
+            return Ok(Err(Refusal::ActionUntargeted));
+        };
+        if action.tags.contains_key(DELAY) {
+            return Ok(Err(Refusal::ActionDelayed));
+        }
+        if !deliverable(target) {
+            return Ok(Err(Refusal::InvalidTarget));
+        }
+        let id = action.id.clone();
+        let (t, p) = match self.read_task(&id)? {
+            None if self.tx.promise(&id)?.is_some() => return Ok(Err(Refusal::PromiseUntargeted)),
+            None => {
+                let dead = action.timeout_at <= self.now;
+                let p = Promise {
+                    state: if dead { deadline_state(&action.tags) } else { PromiseState::Pending },
+                    created_at: self.now.min(action.timeout_at),
+                    settled_at: dead.then_some(action.timeout_at),
+                    id: action.id,
+                    param: action.param,
+                    value: Value::default(),
+                    tags: action.tags,
+                    timeout_at: action.timeout_at,
+                };
+                self.tx.insert_promise(&p)?;
+                let mut t = TaskRow::new(&p.id, TaskState::Fulfilled);
+                if dead {
+                    self.tx.put_task(&t)?;
+                } else {
+                    t.state = TaskState::Pending;
+                    self.acquire(&mut t, r.pid, r.ttl)?;
+                }
+                (t, p)
+            }
+            Some((t, p)) if t.state == TaskState::Fulfilled => (t, p),
+            Some((mut t, p)) if t.state == TaskState::Pending => {
+                self.acquire(&mut t, r.pid, r.ttl)?;
+                (t, p)
+            }
+            Some(_) => return Ok(Err(Refusal::TaskExists)),
+        };
+        Ok(Ok(Reply::ok(&AcquiredData { preload: [], promise: &p, task: &t.wire() })))
+    }
+
+    fn task_acquire(&self, r: TaskAcquire) -> Outcome<Reply> {
+        let Some((mut t, p)) = self.read_task(&r.id)? else { return Ok(Err(Refusal::TaskNotFound)) };
+        if t.state != TaskState::Pending {
+            return Ok(Err(Refusal::TaskNotPending));
+        }
+        if t.version != r.version {
+            return Ok(Err(Refusal::VersionMismatch));
+        }
+        self.acquire(&mut t, r.pid, r.ttl)?;
+        Ok(Ok(Reply::ok(&AcquiredData { preload: [], promise: &p, task: &t.wire() })))
+    }
+
+    fn task_fence(&self, r: TaskFence, corr_id: &str) -> Outcome<Reply> {
+        let action = match Fenced::decode(r.action) {
+            Ok(Some(action)) => action,
+            Ok(None) => return Ok(Err(Refusal::FenceKind)),
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if action.id() == r.id {
+            return Ok(Err(Refusal::FenceSelf));
+        }
+        if let Err(refusal) = self.held_task(&r.id, r.version, Refusal::VersionMismatch)? {
+            return Ok(Err(refusal));
+        }
+        let kind = action.kind();
+        let inner = match action {
+            Fenced::Create(c) => match c.check() {
+                Ok(()) => self.promise_create(c)?,
+                Err(refusal) => Err(refusal),
+            },
+            Fenced::Settle(s) => match s.check() {
+                Ok(()) => self.promise_settle(s)?,
+                Err(refusal) => Err(refusal),
+            },
+        }
+        .unwrap_or_else(Reply::from);
+        let inner_data: serde_json::Value =
+            serde_json::from_str(&inner.data).expect("replies are JSON");
+        let data = serde_json::json!({
+            "action": {
+                "kind": kind,
+                "head": { "corrId": corr_id, "status": inner.status, "version": VERSION },
+                "data": inner_data,
+            },
+            "preload": [],
+        })
+        .to_string();
+        Ok(Ok(Reply { status: 200, data }))
+    }
+
+    fn task_heartbeat(&self, r: TaskHeartbeat) -> Outcome<Reply> {
+        for task in &r.tasks {
+            let Some((mut t, p)) = self.read_task(&task.id)? else { continue };
+            let holds = t.state == TaskState::Acquired
+                && t.version == task.version
+                && t.pid.as_deref() == Some(r.pid.as_str())
+                && p.state == PromiseState::Pending;
+            if let (true, Some(ttl)) = (holds, t.ttl) {
+                t.expires_at = Some(self.now.saturating_add(ttl));
+                self.tx.put_task(&t)?;
+            }
+        }
+        Ok(Ok(Reply::empty()))
+    }
+
+    fn task_suspend(&self, r: TaskSuspend) -> Outcome<Reply> {
+        let awaited: Vec<&str> = r.actions.iter().map(|a| a.data.awaited.as_str()).collect();
+        if awaited.is_empty() {
+            return Ok(Err(Refusal::ActionsEmpty));
+        }
+        if awaited.contains(&r.id.as_str()) {
+            return Ok(Err(Refusal::SelfAwait));
+        }
+        if awaited.iter().enumerate().any(|(i, a)| awaited[..i].contains(a)) {
+            return Ok(Err(Refusal::DuplicateAwaited));
+        }
+        // Materialise the awaited promises first: a timeout settling one of them may resume this
+        // very task, so the task is read after them.
+        let mut promises = Vec::with_capacity(awaited.len());
+        for id in &awaited {
+            promises.push(self.read_promise(id)?);
+        }
+        let (mut t, _) = match self.held_task(&r.id, r.version, Refusal::SuspendConflict)? {
+            Ok(held) => held,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let Some(promises) = promises.into_iter().collect::<Option<Vec<Promise>>>() else {
+            return Ok(Err(Refusal::SuspendAwaitedNotFound));
+        };
+        if promises.iter().any(|p| !is_external(&p.tags)) {
+            return Ok(Err(Refusal::AwaitedInternal));
+        }
+        t.resumes.clear();
+        if promises.iter().any(|p| p.state != PromiseState::Pending) {
+            self.tx.put_task(&t)?;
+            return Ok(Ok(Reply { status: 300, data: r#"{"preload":[]}"#.to_string() }));
+        }
+        for p in &promises {
+            self.tx.add_callback(&p.id, &t.id)?;
+        }
+        t.state = TaskState::Suspended;
+        t.drop_lease();
+        t.retry_at = None;
+        self.tx.put_task(&t)?;
+        Ok(Ok(Reply::empty()))
+    }
+
+    fn task_fulfill(&self, r: TaskFulfill) -> Outcome<Reply> {
+        let (_, p) = match self.held_task(&r.id, r.version, Refusal::TaskConflict)? {
+            Ok(held) => held,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let settle = r.action.data;
+        let p = self.settle(p, settle.state.into(), settle.value, self.now)?;
+        Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
+    }
+
+    fn task_release(&self, r: TaskRelease) -> Outcome<Reply> {
+        let (mut t, p) = match self.held_task(&r.id, r.version, Refusal::TaskConflict)? {
+            Ok(held) => held,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        t.state = TaskState::Pending;
+        t.drop_lease();
+        t.retry_at = Some(self.now);
+        self.dispatch(&mut t, &p)?;
+        self.tx.put_task(&t)?;
+        Ok(Ok(Reply::empty()))
+    }
+
+    fn task_halt(&self, r: TaskHalt) -> Outcome<Reply> {
+        let Some((mut t, _)) = self.read_task(&r.id)? else { return Ok(Err(Refusal::TaskNotFound)) };
+        match t.state {
+            TaskState::Fulfilled => return Ok(Err(Refusal::TaskFulfilled)),
+            TaskState::Halted => {}
+            _ => {
+                t.state = TaskState::Halted;
+                t.drop_lease();
+                t.retry_at = None;
+                self.tx.put_task(&t)?;
+            }
+        }
+        Ok(Ok(Reply::empty()))
+    }
+
+    fn task_continue(&self, r: TaskContinue) -> Outcome<Reply> {
+        let Some((mut t, p)) = self.read_task(&r.id)? else { return Ok(Err(Refusal::TaskNotFound)) };
+        if t.state != TaskState::Halted {
+            return Ok(Err(Refusal::TaskNotHalted));
+        }
+        t.state = TaskState::Pending;
+        t.retry_at = Some(self.now);
+        self.dispatch(&mut t, &p)?;
+        self.tx.put_task(&t)?;
+        Ok(Ok(Reply::empty()))
+    }
+
+    fn task_search(&self, r: TaskSearch) -> Outcome<Reply> {
+        let state = match r.state.as_deref().map(|s| (s, TaskState::parse(s))) {
+            Some((s, None)) => return Ok(Err(Refusal::InvalidStateFilter(s.to_string()))),
+            Some((_, state)) => state,
+            None => None,
+        };
+        let limit = match search_limit(r.limit, 100) {
+            Ok(l) => l,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let mut tasks = Vec::new();
+        let mut after = r.cursor.unwrap_or_default();
+        loop {
+            let ids = self.tx.task_ids(&after, limit + 1)?;
+            let exhausted = ids.len() <= limit;
+            for id in ids {
+                after = id;
+                if let Some((t, _)) = self.read_task(&after)? {
+                    if state.is_none_or(|s| s == t.state) {
+                        tasks.push(t.wire());
+                    }
+                }
+                if tasks.len() > limit {
+                    break;
+                }
+            }
+            if exhausted || tasks.len() > limit {
+                break;
+            }
+        }
+        let more = tasks.len() > limit;
+        tasks.truncate(limit);
+        let cursor = more.then(|| tasks.last().map(|t| t.id.as_str())).flatten();
+        #[derive(Serialize)]
+        struct Items<'a> {
+            tasks: &'a [Task],
+        }
+        Ok(Ok(Reply::ok(&Page { cursor, items: Items { tasks: &tasks } })))
+    }
+
+    // ----- schedule.* -----
+
+    fn schedule_get(&self, r: ScheduleGet) -> Outcome<Reply> {
+        Ok(match self.tx.schedule(&r.id)? {
+            Some(s) => Ok(Reply::ok(&ScheduleData { schedule: &s })),
+            None => Err(Refusal::ScheduleNotFound),
+        })
+    }
+
+    fn schedule_create(&self, r: ScheduleCreate) -> Outcome<Reply> {
+        let Some(next) = Cron::parse(&r.cron).and_then(|c| c.next_after(self.now)) else {
+            return Ok(Err(Refusal::CronInvalid));
+        };
+        if let Some(s) = self.tx.schedule(&r.id)? {
+            return Ok(Ok(Reply::ok(&ScheduleData { schedule: &s })));
+        }
+        let s = Schedule {
+            id: r.id,
+            cron: r.cron,
+            promise_id: r.promise_id,
+            promise_timeout: r.promise_timeout,
+            promise_param: r.promise_param,
+            promise_tags: r.promise_tags,
+            created_at: self.now,
+            next_run_at: next,
+            last_run_at: None,
+        };
+        self.tx.put_schedule(&s)?;
+        Ok(Ok(Reply::ok(&ScheduleData { schedule: &s })))
+    }
+
+    fn schedule_delete(&self, r: ScheduleDelete) -> Outcome<Reply> {
+        Ok(if self.tx.delete_schedule(&r.id)? {
+            Ok(Reply::empty())
+        } else {
+            Err(Refusal::ScheduleNotFound)
+        })
+    }
+
+    fn schedule_search(&self, r: ScheduleSearch) -> Outcome<Reply> {
+        let limit = match search_limit(r.limit, 10) {
+            Ok(l) => l,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let mut schedules = self.tx.schedules(r.cursor.as_deref().unwrap_or_default(), &r.tags, limit + 1)?;
+        let more = schedules.len() > limit;
+        schedules.truncate(limit);
+        let cursor = more.then(|| schedules.last().map(|s| s.id.as_str())).flatten();
+        #[derive(Serialize)]
+        struct Items<'a> {
+            schedules: &'a [Schedule],
+        }
+        Ok(Ok(Reply::ok(&Page { cursor, items: Items { schedules: &schedules } })))
+    }
+
+    // ----- debug.* (only reachable with --debug) -----
+
+    fn debug_start(&self, _: DebugStart) -> Outcome<Reply> {
+        self.settings.paused.store(true, Ordering::Relaxed);
+        Ok(Ok(Reply::empty()))
+    }
+
+    fn debug_stop(&self, _: DebugStop) -> Outcome<Reply> {
+        self.settings.paused.store(false, Ordering::Relaxed);
+        Ok(Ok(Reply::empty()))
+    }
+
+    fn debug_reset(&self, _: DebugReset) -> Outcome<Reply> {
+        self.tx.reset()?;
+        Ok(Ok(Reply::empty()))
+    }
+
+    fn debug_tick(&self, r: DebugTick) -> Outcome<Reply> {
+        let at = Machine { now: r.time, ..*self };
+        while at.run_rules()? {}
+        Ok(Ok(Reply { status: 200, data: "[]".to_string() }))
+    }
+
+    fn debug_snap(&self, _: DebugSnap) -> Outcome<Reply> {
+        Ok(Ok(Reply { status: 200, data: self.tx.snap()? }))
+    }
+
+    // ----- the background rules -----
+
+    /// One bounded pass of the background rules at `now`: promise timeouts of armed promises (R1,
+    /// with their drains), lease timeouts (R5) and dispatches (R6), schedules (R7). Returns whether
+    /// work may remain (a batch was full), so the caller runs another pass.
+    pub fn run_rules(&self) -> Result<bool> {
+        let promises = self.tx.due_promises(self.now, RULE_BATCH)?;
+        for id in &promises {
+            self.read_promise(id)?;
+        }
+        let tasks = self.tx.due_tasks(self.now, RULE_BATCH)?;
+        for id in &tasks {
+            let Some((mut t, p)) = self.read_task(id)? else { continue };
+            let expired = t.expires_at.is_some_and(|at| at <= self.now);
+            if t.state == TaskState::Acquired && expired && p.state == PromiseState::Pending {
+                t.state = TaskState::Pending;
+                t.drop_lease();
+                t.retry_at = Some(self.now);
+            }
+            self.dispatch(&mut t, &p)?;
+            self.tx.put_task(&t)?;
+        }
+        let schedules = self.tx.due_schedules(self.now, RULE_BATCH)?;
+        for id in &schedules {
+            self.fire_schedule(id)?;
+        }
+        Ok(promises.len() == RULE_BATCH || tasks.len() == RULE_BATCH || !schedules.is_empty())
+    }
+
+    /// Rule R7: creates the promise of each occurrence in [nextRunAt, now] (at most
+    /// SCHEDULE_BATCH per firing), never one twice, then moves nextRunAt past them.
+    fn fire_schedule(&self, id: &str) -> Result<()> {
+        let Some(mut s) = self.tx.schedule(id)? else { return Ok(()) };
+        let cron = Cron::parse(&s.cron);
+        let mut at = s.next_run_at;
+        for _ in 0..SCHEDULE_BATCH {
+            if at > self.now {
+                break;
+            }
+            let promise_id = s
+                .promise_id
+                .replace(concat!("{", "{.id}}"), &s.id)
+                .replace(concat!("{", "{.timestamp}}"), &at.to_string());
+            if self.tx.promise(&promise_id)?.is_none() {
+                let mut tags = s.promise_tags.clone();
+                tags.insert(SCHEDULE.to_string(), s.id.clone());
+                for tag in SCHEDULE_ROOT_TAGS {
+                    tags.entry(tag.to_string()).or_insert_with(|| promise_id.clone());
+                }
+                let create = PromiseCreate {
+                    id: promise_id,
+                    timeout_at: at.saturating_add(s.promise_timeout),
+                    param: s.promise_param.clone(),
+                    tags,
+                };
+                self.birth(create, at)?;
+            }
+            s.last_run_at = Some(at);
+            at = cron.as_ref().and_then(|c| c.next_after(at)).unwrap_or(i64::MAX);
+        }
+        s.next_run_at = at;
+        self.tx.put_schedule(&s)
+    }
+}
+
+/// A search's page size: `limit` if given (1..=1000), else the kind's default.
+fn search_limit(limit: Option<i64>, default: usize) -> std::result::Result<usize, Refusal> {
+    match limit {
+        None => Ok(default),
+        Some(l) if l < 1 => Err(Refusal::LimitNotPositive),
+        Some(l) if l > 1000 => Err(Refusal::LimitTooLarge),
+        Some(l) => Ok(l as usize),
+    }
+}

@@ -1,0 +1,27 @@
+//! Support for black-box tests of generated Resonate servers: a small blocking HTTP
+//! client ([`client`]), building and running server binaries ([`server`]), and [`call`]
+//! for one protocol request.
+
+pub mod client;
+pub mod server;
+
+use client::Client;
+use serde_json::{json, Value};
+
+/// The protocol version every request carries.
+const PROTOCOL_VERSION: &str = "2026-04-01";
+
+/// Sends one protocol request, `{"kind", "head": {"corrId": "c", "version", ["resonate:debug_time": now]}, "data"}`,
+/// as `POST /` and returns the HTTP status and the parsed JSON response. Panics if the
+/// request fails or the response is not JSON.
+pub fn call(client: &mut Client, kind: &str, data: Value, now: Option<i64>) -> (u16, Value) {
+    let mut head = json!({ "corrId": "c", "version": PROTOCOL_VERSION });
+    if let Some(now) = now {
+        head["resonate:debug_time"] = json!(now);
+    }
+    let request = json!({ "kind": kind, "head": head, "data": data });
+    let response = client
+        .post("/", request.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("{kind} request failed: {e}"));
+    (response.status, response.json())
+}

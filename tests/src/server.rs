@@ -1,0 +1,248 @@
+//! Building generated servers and running them as real processes.
+
+use crate::client::Client;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+use std::{env, thread};
+
+/// How long a starting server has to answer `GET /health` with 200.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a starting server is polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a restart waits for its port to be free again.
+const PORT_WAIT: Duration = Duration::from_millis(500);
+/// How many lines of the log a failing test prints.
+const LOG_TAIL_LINES: usize = 100;
+
+/// The repository root: the parent of this crate's directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lies inside the repository")
+        .to_path_buf()
+}
+
+/// The Cargo target directory: `CARGO_TARGET_DIR` (relative to the root) if set, else `<root>/target`.
+fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => repo_root().join(dir),
+        None => repo_root().join("target"),
+    }
+}
+
+/// Builds `generated/<target>` (debug profile) once per process and returns the path of its
+/// `resonate-<target>` binary. Panics with Cargo's output if the build fails.
+pub fn build(target: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    // Held across the build, so concurrent tests wait for one build instead of racing.
+    let mut built = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(bin) = built.get(target) {
+        return bin.clone();
+    }
+    let root = repo_root();
+    let manifest = root.join("generated").join(target).join("Cargo.toml");
+    let target_dir = target_dir();
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {}: {e}", manifest.display()));
+    if !output.status.success() {
+        panic!(
+            "building {} failed ({}):\n{}",
+            manifest.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let bin = target_dir
+        .join("debug")
+        .join(format!("resonate-{target}{}", env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "cargo built {} but {} is missing",
+        manifest.display(),
+        bin.display()
+    );
+    built.insert(target.to_owned(), bin.clone());
+    bin
+}
+
+/// A running server process with its own working directory.
+#[derive(Debug)]
+pub struct Server {
+    /// Where the server listens.
+    pub addr: SocketAddr,
+    /// The server's working directory, holding its store and `server.log`.
+    pub dir: PathBuf,
+    child: Option<Child>,
+    bin: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    /// Whether a panic already showed the whole log, so dropping need not show it again.
+    log_shown: bool,
+}
+
+impl Server {
+    /// Starts `bin args.. --server-port <free port> --server-bind 127.0.0.1` in a fresh
+    /// temporary directory, its output appended to `server.log` there, and waits until
+    /// `GET /health` answers 200. Panics with the log if it exits or is not ready in 15 s.
+    pub fn start(bin: &Path, args: &[&str]) -> Server {
+        let dir = fresh_dir();
+        let mut server = Server {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
+            log: dir.join("server.log"),
+            dir,
+            child: None,
+            bin: bin.to_path_buf(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            log_shown: false,
+        };
+        server.launch();
+        server
+    }
+
+    /// Kills the server if it runs, then starts it again in the same directory on the same port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    /// Kills the server with SIGKILL and reaps it; does nothing if it is not running.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A new client for this server.
+    pub fn client(&self) -> Client {
+        Client::new(self.addr)
+    }
+
+    /// Everything the server has written to stdout and stderr so far, across restarts.
+    pub fn log(&self) -> String {
+        fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Waits briefly for the port to be free, spawns the server and waits until it is
+    /// ready. Panics with the log on failure.
+    fn launch(&mut self) {
+        let deadline = Instant::now() + PORT_WAIT;
+        while TcpListener::bind(self.addr).is_err() && Instant::now() < deadline {
+            thread::sleep(POLL_INTERVAL);
+        }
+        if let Err(why) = self.spawn_and_wait() {
+            self.kill9();
+            self.log_shown = true;
+            panic!(
+                "server {} on {} {why}\n--- {} ---\n{}",
+                self.bin.display(),
+                self.addr,
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+
+    /// Spawns the process once and polls `GET /health` until it answers 200.
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let log = open_log(&self.log).map_err(|e| format!("has no log: {e}"))?;
+        let stderr = log.try_clone().map_err(|e| format!("has no log: {e}"))?;
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .arg("--server-port")
+            .arg(self.addr.port().to_string())
+            .arg("--server-bind")
+            .arg("127.0.0.1")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("could not be spawned: {e}"))?;
+        let child = self.child.insert(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!("exited before it was ready: {status}"));
+            }
+            let mut client = Client::with_timeout(self.addr, Duration::from_secs(1));
+            if client.get("/health").is_ok_and(|r| r.status == 200) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "did not answer GET /health with 200 within {READY_TIMEOUT:?}"
+                ));
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for Server {
+    /// Kills the server and removes its directory; if the test is failing, keeps the
+    /// directory and prints the end of the log instead (unless a panic already showed it).
+    fn drop(&mut self) {
+        self.kill9();
+        if !thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else if self.log_shown {
+            eprintln!("--- directory kept: {} ---", self.dir.display());
+        } else {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "--- last {} lines of {} (directory kept) ---\n{}",
+                tail.len(),
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("cannot bind an ephemeral port")
+        .port()
+}
+
+/// A new, empty directory under the system temp dir, unique within and across processes.
+fn fresh_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = env::temp_dir().join(format!("resonate-tests-{}-{n}", std::process::id()));
+    // A directory left by an earlier process with the same pid is stale.
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// Opens `path` for appending, creating it if needed.
+fn open_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
