@@ -27,6 +27,8 @@ pub struct Ctx<'a> {
     pub states: Vec<StatesView>,
     pub requests: Vec<RequestView>,
     pub options: Vec<OptionView>,
+    /// The server's `--help` text, as a Rust string literal.
+    pub help: String,
     pub push: bool,
 }
 
@@ -243,7 +245,7 @@ impl<'a> Ctx<'a> {
                 response: k.response.clone(),
             })
             .collect();
-        let options = spec
+        let options: Vec<OptionView> = spec
             .config
             .options
             .iter()
@@ -284,11 +286,14 @@ impl<'a> Ctx<'a> {
                     .any(|f| format!("{:?}", f.ty) == camel(name)),
             })
             .collect();
+        let crate_name = format!("resonate-{}", target.name);
+        let help = help_text(&crate_name, spec, target, &options);
         Ctx {
             spec,
             target,
             states,
-            crate_name: format!("resonate-{}", target.name),
+            help,
+            crate_name,
             refusals,
             records,
             requests,
@@ -305,6 +310,25 @@ impl<'a> Ctx<'a> {
     pub fn protocol_requests(&self) -> impl Iterator<Item = &RequestView> {
         self.requests.iter().filter(|r| !r.debug)
     }
+}
+
+/// The `--help` of a generated server: usage, then each option with its variable and default.
+fn help_text(crate_name: &str, spec: &Spec, target: &Manifest, options: &[OptionView]) -> String {
+    let mut text = format!(
+        "{crate_name}: a Resonate protocol {} server ({})\n\nUsage: {crate_name} [OPTIONS]\n\n\
+         Every option can also be set by its environment variable; a flag wins over the environment.\n\n\
+         Options:\n",
+        spec.protocol.version, target.description
+    );
+    for o in options {
+        let value = if o.is_bool { String::new() } else { format!(" <{}>", o.ty.to_lowercase()) };
+        text.push_str(&format!(
+            "  --{}{value}\n      {} [env: {}] [default: {}]\n",
+            o.flag, o.doc, o.env, o.default_doc
+        ));
+    }
+    text.push_str("  -h, --help\n      Print this help\n");
+    format!("{text:?}")
 }
 
 macro_rules! templates {

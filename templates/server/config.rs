@@ -10,21 +10,11 @@ pub struct Config {
 {% endfor %}
 }
 
-const HELP: &str = "{{ c.crate_name }}: a Resonate protocol {{ c.spec.protocol.version }} server ({{ c.target.description }})
+/// Every flag this server takes.
+const FLAGS: &[&str] = &[{% for o in c.options %}"{{ o.flag }}", {% endfor %}];
 
-Usage: {{ c.crate_name }} [OPTIONS]
-
-Every option can also be set by its environment variable; a flag wins over the environment.
-
-Options:
-{% for o in c.options %}
-  --{{ o.flag }}{% if !o.is_bool %} <{{ o.ty }}>{% endif %}
-
-      {{ o.doc }} [env: {{ o.env }}] [default: {{ o.default_doc }}]
-{% endfor %}
-  -h, --help
-      Print this help
-";
+/// The `--help` text.
+const HELP: &str = {{ c.help }};
 
 impl Config {
     /// Reads the environment, then the command line. `Ok(None)` means `--help` was printed.
@@ -52,6 +42,9 @@ impl Config {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
                 None => (flag.to_string(), None),
             };
+            if !FLAGS.contains(&name.as_str()) {
+                return Err(format!("unknown option '--{name}'; see --help"));
+            }
             let value = match inline {
                 Some(v) => v,
                 None if config.is_bool(&name) => "true".to_string(),

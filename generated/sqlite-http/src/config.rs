@@ -26,47 +26,21 @@ pub struct Config {
     /// log level: error, warn, info or debug
     pub level: String,
 }
-const HELP: &str = "resonate-sqlite-http: a Resonate protocol 2026-04-01 server (embedded default: SQLite file in WAL mode, HTTP + SSE, HTTP push)
-
-Usage: resonate-sqlite-http [OPTIONS]
-
-Every option can also be set by its environment variable; a flag wins over the environment.
-
-Options:
-
---server-port <u16>
-TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]
-
---server-bind <String>
-address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]
-
---server-host <String>
-host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]
-
---server-url <String>
-URL sent to workers in execute messages (default http://<server-host>:<server-port>) [env: RESONATE_SERVER__URL] [default: ]
-
---storage-sqlite-path <String>
-SQLite database file (WAL mode) [env: RESONATE_STORAGE__SQLITE__PATH] [default: resonate.db]
-
---storage-sqlite-synchronous <String>
-full: fsync every commit (survives power loss); normal: survives a killed process, not power loss [env: RESONATE_STORAGE__SQLITE__SYNCHRONOUS] [default: full]
-
---tasks-retry-timeout <i64>
-ms between re-dispatches of a pending task (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]
-
---timeouts-poll-interval <i64>
-ms between background passes of rules R1, R5, R6, R7 [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]
-
---debug
-enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]
-
---level <String>
-log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]
-
--h, --help
-      Print this help
-";
+/// Every flag this server takes.
+const FLAGS: &[&str] = &[
+    "server-port",
+    "server-bind",
+    "server-host",
+    "server-url",
+    "storage-sqlite-path",
+    "storage-sqlite-synchronous",
+    "tasks-retry-timeout",
+    "timeouts-poll-interval",
+    "debug",
+    "level",
+];
+/// The `--help` text.
+const HELP: &str = "resonate-sqlite-http: a Resonate protocol 2026-04-01 server (embedded default: SQLite file in WAL mode, HTTP + SSE, HTTP push)\n\nUsage: resonate-sqlite-http [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages (default http://<server-host>:<server-port>) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-sqlite-path <string>\n      SQLite database file (WAL mode) [env: RESONATE_STORAGE__SQLITE__PATH] [default: resonate.db]\n  --storage-sqlite-synchronous <string>\n      full: fsync every commit (survives power loss); normal: survives a killed process, not power loss [env: RESONATE_STORAGE__SQLITE__SYNCHRONOUS] [default: full]\n  --tasks-retry-timeout <i64>\n      ms between re-dispatches of a pending task (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes of rules R1, R5, R6, R7 [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n";
 impl Config {
     /// Reads the environment, then the command line. `Ok(None)` means `--help` was printed.
     pub fn load() -> Result<Option<Config>, String> {
@@ -131,6 +105,9 @@ impl Config {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
                 None => (flag.to_string(), None),
             };
+            if !FLAGS.contains(&name.as_str()) {
+                return Err(format!("unknown option '--{name}'; see --help"));
+            }
             let value = match inline {
                 Some(v) => v,
                 None if config.is_bool(&name) => "true".to_string(),
