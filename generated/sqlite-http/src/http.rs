@@ -73,7 +73,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     tokio::spawn(
         background(store.clone(), settings.clone(), config.timeouts_poll_interval),
     );
-    tokio::spawn(delivery::run(store.clone(), hub.clone(), enqueued));
+    tokio::spawn(delivery::run(store.clone(), hub.clone(), enqueued, settings.clone()));
     let app = Arc::new(App {
         store,
         settings,

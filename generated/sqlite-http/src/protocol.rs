@@ -1029,7 +1029,7 @@ impl ScheduleSearch {
         Ok(())
     }
 }
-/// `debug.start`: Pauses the background loops so deadlines are judged only by request clocks and debug.tick.
+/// `debug.start`: Pauses the background loops and message delivery so deadlines are judged only by request clocks and debug.tick, and the outbox stays as steps left it.
 ///
 /// Guards, in order: none.
 ///
@@ -1042,7 +1042,7 @@ impl DebugStart {
         Ok(())
     }
 }
-/// `debug.stop`: Resumes the background loops.
+/// `debug.stop`: Resumes the background loops and message delivery.
 ///
 /// Guards, in order: none.
 ///

@@ -7,6 +7,7 @@
 //! a message, a stream connects, or a deferred message falls due: an idle server does no work.
 
 use crate::http::now;
+use crate::machine::Settings;
 use crate::store::Store;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Bytes, Frame};
@@ -120,9 +121,17 @@ fn backoff(attempts: i64) -> i64 {
     BACKOFF_MIN_MS.saturating_mul(1 << attempts.clamp(0, 16)).min(BACKOFF_MAX_MS)
 }
 
-/// The delivery loop.
-pub async fn run(store: Store, hub: Arc<Hub>, enqueued: Arc<Notify>) {
+/// How often a paused loop (debug.start) looks whether it was resumed.
+const PAUSED_POLL: Duration = Duration::from_millis(50);
+
+/// The delivery loop. debug.start pauses it, as it pauses the rules, so debug.snap shows the
+/// outbox exactly as the steps left it.
+pub async fn run(store: Store, hub: Arc<Hub>, enqueued: Arc<Notify>, settings: Arc<Settings>) {
     loop {
+        if settings.paused.load(Ordering::Relaxed) {
+            tokio::time::sleep(PAUSED_POLL).await;
+            continue;
+        }
         let at = now();
         let next = match store.run(move |tx| tx.outbox(at, BATCH)).await {
             Ok(rows) => {

@@ -67,7 +67,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     crate::log!(Info, "listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
     let hub = Arc::new(Hub::default());
     tokio::spawn(background(store.clone(), settings.clone(), config.timeouts_poll_interval));
-    tokio::spawn(delivery::run(store.clone(), hub.clone(), enqueued));
+    tokio::spawn(delivery::run(store.clone(), hub.clone(), enqueued, settings.clone()));
     let app = Arc::new(App { store, settings, hub, debug: config.debug });
     loop {
         let stream = match listener.accept().await {
