@@ -38,6 +38,16 @@ enum Command {
     Check,
     /// List the targets and what each contains.
     List,
+    /// Build a target, start it on free loopback ports with a fresh store, run the conformance
+    /// suite (tests/) against it and print a per-section report.
+    Conform {
+        /// The target to hold to the spec (a name from targets/), or --all.
+        #[arg(long, required_unless_present = "all")]
+        target: Option<String>,
+        /// Every target in targets/.
+        #[arg(long, conflicts_with = "target")]
+        all: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +64,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let repo = Repo::find(&std::env::current_dir()?)?;
     match cli.command {
         Some(Command::Check) => check_all(&repo),
+        Some(Command::Conform { target, all }) => {
+            let targets = Manifest::load_all(&repo.targets_dir())?;
+            let chosen: Vec<&Manifest> = if all {
+                targets.iter().collect()
+            } else {
+                let name = target.expect("clap requires --target without --all");
+                let known: Vec<&str> = targets.iter().map(|m| m.name.as_str()).collect();
+                vec![targets.iter().find(|m| m.name == name).ok_or_else(|| {
+                    anyhow::anyhow!("no target {name}; targets/ has {}", known.join(", "))
+                })?]
+            };
+            let mut failed = Vec::new();
+            for m in chosen {
+                if !resonate_gen::conform::conform(&repo, m)? {
+                    failed.push(m.name.clone());
+                }
+            }
+            if failed.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("resonate-gen: conformance failed for {}", failed.join(", "));
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Some(Command::List) => {
             for m in Manifest::load_all(&repo.targets_dir())? {
                 println!(

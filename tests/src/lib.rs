@@ -2,7 +2,9 @@
 //! client ([`client`]), building and running server binaries ([`server`]), and [`call`]
 //! for one protocol request.
 
+pub mod checklist;
 pub mod client;
+pub mod conform;
 pub mod server;
 
 use client::Client;

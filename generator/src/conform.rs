@@ -1,0 +1,108 @@
+//! `resonate-gen conform`: builds a target, starts it on free loopback ports with fresh stores
+//! (one instance with `--debug`, one without), runs the conformance suite against them
+//! (`resonate-conform` from tests/), and stops them.
+
+use crate::manifest::{Manifest, Store};
+use crate::Repo;
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server process that is killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn target_dir(repo: &Repo) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| repo.root.join(d))
+        .unwrap_or_else(|| repo.root.join("target"))
+}
+
+fn cargo(repo: &Repo, args: &[&str]) -> Result<()> {
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(args)
+        .current_dir(&repo.root)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// True once `GET /health` answers 200.
+fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
+/// Starts one instance in `dir` with a fresh store and waits until it is healthy.
+fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, SocketAddr)> {
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = Command::new(bin);
+    cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]);
+    match m.store {
+        Store::Sqlite => cmd.arg("--storage-sqlite-path").arg(dir.join("resonate.db")),
+    };
+    if debug {
+        cmd.arg("--debug");
+    }
+    let log = std::fs::File::create(dir.join("server.log"))?;
+    let child = cmd.stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+    let mut running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !healthy(addr) {
+        if Instant::now() > deadline || running.0.try_wait()?.is_some() {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            bail!("{} did not become healthy on {addr}:\n{log}", bin.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((running, addr))
+}
+
+/// Runs the suite against one target; `Ok(true)` when every case passed.
+pub fn conform(repo: &Repo, m: &Manifest) -> Result<bool> {
+    let manifest = repo.generated_dir(&m.name).join("Cargo.toml");
+    eprintln!("conform {}: building the server and the suite", m.name);
+    cargo(repo, &["build", "-q", "--manifest-path", &manifest.to_string_lossy()])?;
+    cargo(repo, &["build", "-q", "-p", "resonate-tests", "--bin", "resonate-conform"])?;
+    let bins = target_dir(repo).join("debug");
+    let dir = std::env::temp_dir().join(format!("resonate-conform-{}-{}", m.name, std::process::id()));
+    let (debug_dir, plain_dir) = (dir.join("debug"), dir.join("plain"));
+    std::fs::create_dir_all(&debug_dir)?;
+    std::fs::create_dir_all(&plain_dir)?;
+    let server = bins.join(format!("resonate-{}", m.name));
+    let (_debug, addr) = start(&server, m, &debug_dir, true)?;
+    let (_plain, plain) = start(&server, m, &plain_dir, false)?;
+    eprintln!("conform {}: running against {addr} (and {plain} without --debug)", m.name);
+    let status = Command::new(bins.join("resonate-conform"))
+        .args(["--url", &format!("http://{addr}"), "--plain", &format!("http://{plain}")])
+        .stdin(Stdio::null())
+        .status()?;
+    if status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("conform {}: server logs kept in {}", m.name, dir.display());
+    }
+    Ok(status.success())
+}

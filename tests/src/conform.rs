@@ -1,0 +1,115 @@
+//! The frame of the conformance suite: sections of named cases run against a live server started
+//! with `--debug`, and the per-section report.
+//!
+//! A case is a function of a [`Session`]; it returns `Err` with the request, the expectation and
+//! the actual response when the server disagrees with the spec.
+
+use crate::client::Client;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+/// A case's verdict: `Err` carries a readable account of the disagreement.
+pub type Check = Result<(), String>;
+
+/// One named case of a section.
+pub struct Case {
+    pub name: &'static str,
+    pub run: fn(&mut Session) -> Check,
+}
+
+/// The result of one case (or one summarised run) in one section.
+pub struct Outcome {
+    pub section: String,
+    pub case: String,
+    pub failure: Option<String>,
+}
+
+/// Fails the case with a formatted message unless the condition holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)*) => {
+        if !$cond {
+            return Err(format!($($msg)*));
+        }
+    };
+}
+
+/// A connection to the server under test (started with `--debug`) and, for the cases that need
+/// one, to a second instance started without it.
+pub struct Session {
+    client: Client,
+    /// An instance started without `--debug` (checklist C12).
+    pub plain: Option<SocketAddr>,
+}
+
+impl Session {
+    pub fn new(addr: SocketAddr, plain: Option<SocketAddr>) -> Session {
+        Session { client: Client::new(addr), plain }
+    }
+
+    /// A clean store and paused background loops: only the requests' clocks move time.
+    pub fn fresh(&mut self) -> Check {
+        self.expect("debug.reset", json!({}), 0, 200)?;
+        self.expect("debug.start", json!({}), 0, 200)?;
+        Ok(())
+    }
+
+    /// Sends one request at `now` and returns the status and the whole response envelope.
+    pub fn send(&mut self, kind: &str, data: Value, now: i64) -> (u16, Value) {
+        crate::call(&mut self.client, kind, data, Some(now))
+    }
+
+    /// Sends one request and requires `status`; returns the response's `data`.
+    pub fn expect(&mut self, kind: &str, data: Value, now: i64, status: u16) -> Result<Value, String> {
+        let request = json!({ "kind": kind, "data": data, "now": now });
+        let (got, response) = self.send(kind, data, now);
+        if got != status || response["head"]["status"] != json!(status) {
+            return Err(format!("request  {request}\nexpected status {status}\nactual   {response}"));
+        }
+        Ok(response["data"].clone())
+    }
+
+    /// The whole store (debug.snap).
+    pub fn snap(&mut self, now: i64) -> Result<Value, String> {
+        self.expect("debug.snap", json!({}), now, 200)
+    }
+
+    /// Runs the internal rules at `time` (debug.tick).
+    pub fn tick(&mut self, time: i64) -> Check {
+        self.expect("debug.tick", json!({ "time": time }), time, 200).map(|_| ())
+    }
+}
+
+/// Runs every case of a section against a fresh session each.
+pub fn run_cases(section: &str, addr: SocketAddr, plain: Option<SocketAddr>, cases: &[Case]) -> Vec<Outcome> {
+    cases
+        .iter()
+        .map(|case| {
+            let mut session = Session::new(addr, plain);
+            let failure = session.fresh().and_then(|()| (case.run)(&mut session)).err();
+            Outcome { section: section.to_string(), case: case.name.to_string(), failure }
+        })
+        .collect()
+}
+
+/// The per-section table, then every failure with its account.
+pub fn report(outcomes: &[Outcome]) -> String {
+    let mut sections: Vec<&str> = Vec::new();
+    for o in outcomes {
+        if !sections.contains(&o.section.as_str()) {
+            sections.push(&o.section);
+        }
+    }
+    let mut out = format!("{:<14} {:>7} {:>7}  failed cases\n", "section", "passed", "failed");
+    for s in &sections {
+        let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.section == *s).collect();
+        let failed: Vec<&str> = of.iter().filter(|o| o.failure.is_some()).map(|o| o.case.as_str()).collect();
+        out.push_str(&format!("{:<14} {:>7} {:>7}  {}\n", s, of.len() - failed.len(), failed.len(), failed.join(", ")));
+    }
+    for o in outcomes {
+        if let Some(f) = &o.failure {
+            out.push_str(&format!("\n--- {} / {}\n{f}\n", o.section, o.case));
+        }
+    }
+    out
+}
