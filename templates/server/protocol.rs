@@ -116,6 +116,35 @@ impl Refusal {
     }
 }
 
+/// A response: the protocol status and the JSON text of `data`.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub data: String,
+}
+
+impl Reply {
+    /// 200 with `data` serialised.
+    pub fn ok<T: Serialize>(data: &T) -> Reply {
+        Reply::with(200, data)
+    }
+
+    pub fn with<T: Serialize>(status: u16, data: &T) -> Reply {
+        Reply { status, data: serde_json::to_string(data).expect("records serialise") }
+    }
+
+    /// 200 `{}`.
+    pub fn empty() -> Reply {
+        Reply { status: 200, data: "{}".to_string() }
+    }
+}
+
+impl From<Refusal> for Reply {
+    fn from(r: Refusal) -> Reply {
+        Reply::with(r.status(), &r.message())
+    }
+}
+
 /// Accepts `null` wherever an empty value, tags or list is allowed.
 fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())

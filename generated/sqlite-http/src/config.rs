@@ -2,6 +2,16 @@
 
 //! Configuration from flags and `RESONATE_*` environment variables (flags win), with the official
 //! server's names and defaults. Rendered from spec/config.yaml.
+use std::sync::atomic::AtomicBool;
+/// What the running server shares between requests, rules and delivery.
+pub struct Settings {
+    /// ms between dispatches of a pending task (rule R6).
+    pub retry_timeout: i64,
+    /// Sent to workers in execute messages.
+    pub server_url: String,
+    /// Set by debug.start: background rules and delivery pause.
+    pub paused: AtomicBool,
+}
 /// The server's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -186,8 +196,16 @@ impl Config {
         }
         Ok(())
     }
+    /// The run-time settings these options give.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            retry_timeout: self.tasks_retry_timeout,
+            server_url: self.server_url(),
+            paused: AtomicBool::new(false),
+        }
+    }
     /// The URL sent to workers in execute messages.
-    pub fn server_url(&self) -> String {
+    fn server_url(&self) -> String {
         if self.server_url.is_empty() {
             format!("http://{}:{}", self.server_host, self.server_port)
         } else {

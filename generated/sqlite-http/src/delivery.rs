@@ -8,8 +8,8 @@
 //! cannot be delivered is retried with exponential backoff. The loop sleeps until a commit queues
 //! a message, a stream connects, or a deferred message falls due: an idle server does no work.
 use crate::http::now;
-use crate::machine::Settings;
-use crate::store::Store;
+use crate::config::Settings;
+use crate::store::{Outgoing, Store};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Bytes, Frame};
 use std::collections::HashMap;
@@ -149,14 +149,14 @@ pub async fn run(
             continue;
         }
         let at = now();
-        let next = match store.run(move |tx| tx.outbox(at, BATCH)).await {
+        let next = match store.outbox(at, BATCH).await {
             Ok(rows) => {
                 let full = rows.len() == BATCH;
                 deliver(&store, &hub, rows).await;
                 if full {
                     continue;
                 }
-                store.run(|tx| tx.next_deferred()).await.ok().flatten()
+                store.next_deferred().await.ok().flatten()
             }
             Err(e) => {
                 crate::log!(Error, "cannot read the outbox: {e}");
@@ -173,14 +173,10 @@ pub async fn run(
     }
 }
 /// One pass over due messages.
-async fn deliver(
-    store: &Store,
-    hub: &Arc<Hub>,
-    rows: Vec<(String, String, String, i64)>,
-) {
+async fn deliver(store: &Store, hub: &Arc<Hub>, rows: Vec<Outgoing>) {
     let mut delivered = Vec::new();
     let mut deferred = Vec::new();
-    for (key, address, message, attempts) in rows {
+    for Outgoing { key, address, message, attempts } in rows {
         if address.starts_with("poll://") {
             let frame = Bytes::from(format!("data: {message}\n\n"));
             if hub.send(&address, &frame) || key.starts_with("execute:") {
@@ -208,16 +204,16 @@ async fn deliver(
                         Warn, "push to {address} failed (attempt {})", attempts + 1
                     );
                 }
-                let retry = now() + backoff(attempts);
-                let _ = store
-                    .run(move |tx| {
-                        if ok {
-                            tx.delivered(&key, &message)
-                        } else {
-                            tx.defer(&key, &message, retry)
-                        }
-                    })
-                    .await;
+                let outcome = if ok {
+                    store.record_delivery(vec![(key, message)], Vec::new())
+                } else {
+                    store
+                        .record_delivery(
+                            Vec::new(),
+                            vec![(key, message, now() + backoff(attempts))],
+                        )
+                };
+                let _ = outcome.await;
             });
             continue;
         }
@@ -231,18 +227,7 @@ async fn deliver(
     if delivered.is_empty() && deferred.is_empty() {
         return;
     }
-    let result = store
-        .run(move |tx| {
-            for (key, message) in &delivered {
-                tx.delivered(key, message)?;
-            }
-            for (key, message, at) in &deferred {
-                tx.defer(key, message, *at)?;
-            }
-            Ok(())
-        })
-        .await;
-    if let Err(e) = result {
+    if let Err(e) = store.record_delivery(delivered, deferred).await {
         crate::log!(Error, "cannot update the outbox: {e}");
     }
 }

@@ -10,11 +10,12 @@
 //!
 //! Guards are checked in the order spec/kinds.yaml lists them; the refusals carry the exact wire
 //! messages of spec/errors.yaml.
+use crate::config::Settings;
 use crate::cron::Cron;
 use crate::protocol::*;
 use crate::store::{StoreError, Tx};
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 /// Tag: an address; the promise has a task dispatched there.
 pub const TARGET: &str = "resonate:target";
 /// Tag: `"true"` makes a durable timer, resolved at its deadline.
@@ -38,15 +39,6 @@ const SCHEDULE_ROOT_TAGS: [&str; 4] = [
 const SCHEDULE_BATCH: usize = 100;
 /// The most objects of each kind one background pass handles.
 const RULE_BATCH: usize = 512;
-/// What the machine needs besides the store.
-pub struct Settings {
-    /// ms between dispatches of a pending task (rule R6).
-    pub retry_timeout: i64,
-    /// Sent to workers in execute messages.
-    pub server_url: String,
-    /// Set by debug.start: the background loop skips its passes.
-    pub paused: AtomicBool,
-}
 /// A task as stored: the wire record plus its deadlines and the list behind `resumes`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRow {
@@ -107,34 +99,6 @@ impl TaskRow {
         self.drop_lease();
         self.retry_at = None;
         self.resumes.clear();
-    }
-}
-/// A response: the protocol status and the JSON text of `data`.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub data: String,
-}
-impl Reply {
-    fn ok<T: Serialize>(data: &T) -> Reply {
-        Reply::with(200, data)
-    }
-    fn with<T: Serialize>(status: u16, data: &T) -> Reply {
-        Reply {
-            status,
-            data: serde_json::to_string(data).expect("records serialise"),
-        }
-    }
-    fn empty() -> Reply {
-        Reply {
-            status: 200,
-            data: "{}".to_string(),
-        }
-    }
-}
-impl From<Refusal> for Reply {
-    fn from(r: Refusal) -> Reply {
-        Reply::with(r.status(), &r.message())
     }
 }
 #[derive(Serialize)]
@@ -504,7 +468,7 @@ impl<'a> Machine<'a> {
             for id in ids {
                 after = id;
                 if let Some(p) = self.read_promise(&after)? {
-                    if state.is_none_or(|s| s == p.state) {
+                    if state.is_none_or(|s| matches_state(s, p.state)) {
                         promises.push(p);
                     }
                 }
@@ -984,6 +948,11 @@ impl<'a> Machine<'a> {
         s.next_run_at = at;
         self.tx.put_schedule(&s)
     }
+}
+/// A promise search's state filter: `rejected` matches every rejected state.
+fn matches_state(filter: PromiseState, state: PromiseState) -> bool {
+    filter == state
+        || (filter == PromiseState::Rejected && state.as_str().starts_with("rejected"))
 }
 /// A search's page size: `limit` if given (1..=1000), else the kind's default.
 fn search_limit(

@@ -11,8 +11,11 @@
 //! Deadlines live on the rows (no timer tables): `promises.armed_at` is the background timeout of
 //! a pending external promise (rule R1); `tasks.due_at` is the lease deadline of an acquired task
 //! (R5) or the retry instant of a pending one (R6).
-use crate::machine::{armed_at, TaskRow};
-use crate::protocol::{Promise, PromiseState, Schedule, TaskState, Tags, Value};
+use crate::config::{Config, Settings};
+use crate::machine::{armed_at, Machine, TaskRow};
+use crate::protocol::{
+    Promise, PromiseState, Reply, Request, Schedule, TaskState, Tags, Value,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::cell::Cell;
 use std::sync::{mpsc, Arc};
@@ -92,16 +95,29 @@ type Result<T> = std::result::Result<T, StoreError>;
 type Finish = Box<dyn FnOnce(Result<()>) + Send>;
 /// Runs one step (or learns that the transaction could not start); says whether to keep it.
 type Job = Box<dyn FnOnce(Result<&Tx<'_>>) -> (bool, Finish) + Send>;
+/// A queued message: its key, address, JSON text and failed attempts so far.
+pub struct Outgoing {
+    pub key: String,
+    pub address: String,
+    pub message: String,
+    pub attempts: i64,
+}
 /// A handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Job>,
+    settings: Arc<Settings>,
 }
 impl Store {
     /// Opens (creating if needed) the database and starts the writer. `enqueued` is notified after
     /// each commit that queued a message.
-    pub fn open(path: &str, synchronous: &str, enqueued: Arc<Notify>) -> Result<Store> {
-        let sync = match synchronous {
+    pub async fn open(
+        config: &Config,
+        settings: Arc<Settings>,
+        enqueued: Arc<Notify>,
+    ) -> Result<Store> {
+        let path = &config.storage_sqlite_path;
+        let sync = match config.storage_sqlite_synchronous.as_str() {
             "full" => "FULL",
             "normal" => "NORMAL",
             other => {
@@ -125,10 +141,55 @@ impl Store {
             .name("store".into())
             .spawn(move || writer(conn, rx, enqueued))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { jobs })
+        Ok(Store { jobs, settings })
+    }
+    /// Runs one decoded request at `now`; `corr_id` is echoed inside fenced actions.
+    pub async fn execute(
+        &self,
+        request: Request,
+        now: i64,
+        corr_id: String,
+    ) -> Result<Reply> {
+        let settings = self.settings.clone();
+        self.run(move |tx| Machine::new(tx, now, &settings).handle(request, &corr_id))
+            .await
+    }
+    /// One bounded pass of the background rules at `now`; true when more work may remain.
+    pub async fn run_rules(&self, now: i64) -> Result<bool> {
+        let settings = self.settings.clone();
+        self.run(move |tx| Machine::new(tx, now, &settings).run_rules()).await
+    }
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.run(|tx| tx.ping()).await
+    }
+    /// Queued messages whose next attempt is due, oldest first.
+    pub async fn outbox(&self, now: i64, limit: usize) -> Result<Vec<Outgoing>> {
+        self.run(move |tx| tx.outbox(now, limit)).await
+    }
+    /// Removes delivered messages (`(key, message)`) and postpones failed ones (`(key, message, until)`).
+    pub async fn record_delivery(
+        &self,
+        delivered: Vec<(String, String)>,
+        deferred: Vec<(String, String, i64)>,
+    ) -> Result<()> {
+        self.run(move |tx| {
+                for (key, message) in &delivered {
+                    tx.delivered(key, message)?;
+                }
+                for (key, message, until) in &deferred {
+                    tx.defer(key, message, *until)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+    /// The earliest instant a postponed message is due, if any.
+    pub async fn next_deferred(&self) -> Result<Option<i64>> {
+        self.run(|tx| tx.next_deferred()).await
     }
     /// Runs `step` in the next transaction and answers once that transaction committed.
-    pub async fn run<R, F>(&self, step: F) -> Result<R>
+    async fn run<R, F>(&self, step: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<R> + Send + 'static,
@@ -217,7 +278,7 @@ fn parse_state<T>(s: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> 
         ))
 }
 impl Tx<'_> {
-    pub fn ping(&self) -> Result<()> {
+    fn ping(&self) -> Result<()> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
@@ -390,12 +451,7 @@ impl Tx<'_> {
         self.enqueued.set(true);
         Ok(())
     }
-    /// Queued messages whose next attempt is due: `(key, address, message, attempts)`.
-    pub fn outbox(
-        &self,
-        now: i64,
-        limit: usize,
-    ) -> Result<Vec<(String, String, String, i64)>> {
+    fn outbox(&self, now: i64, limit: usize) -> Result<Vec<Outgoing>> {
         let rows = self
             .conn
             .prepare_cached(
@@ -404,20 +460,27 @@ impl Tx<'_> {
             )?
             .query_map(
                 params![now, limit as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| {
+                    Ok(Outgoing {
+                        key: r.get(0)?,
+                        address: r.get(1)?,
+                        message: r.get(2)?,
+                        attempts: r.get(3)?,
+                    })
+                },
             )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
     /// Removes a delivered message, unless a newer one replaced it meanwhile.
-    pub fn delivered(&self, key: &str, message: &str) -> Result<()> {
+    fn delivered(&self, key: &str, message: &str) -> Result<()> {
         self.conn
             .prepare_cached("DELETE FROM outbox WHERE key = ?1 AND message = ?2")?
             .execute([key, message])?;
         Ok(())
     }
     /// Postpones a message that could not be delivered.
-    pub fn defer(&self, key: &str, message: &str, not_before: i64) -> Result<()> {
+    fn defer(&self, key: &str, message: &str, not_before: i64) -> Result<()> {
         self.conn
             .prepare_cached(
                 "UPDATE outbox SET attempts = attempts + 1, not_before = ?3 WHERE key = ?1 AND message = ?2",
@@ -426,7 +489,7 @@ impl Tx<'_> {
         Ok(())
     }
     /// The earliest instant a deferred message is due, if any.
-    pub fn next_deferred(&self) -> Result<Option<i64>> {
+    fn next_deferred(&self) -> Result<Option<i64>> {
         Ok(
             self
                 .conn

@@ -2,10 +2,9 @@
 //! server-sent-event stream of messages for that worker, `GET /health` and `GET /ready` are probes.
 //! HTTP/1.1 only, as the official server.
 
-use crate::config::Config;
+use crate::config::{Config, Settings};
 use crate::delivery::{self, Hub};
-use crate::machine::{Machine, Settings};
-use crate::protocol::{self, Refusal, Request, VERSION};
+use crate::protocol::{self, Refusal, Reply, Request, VERSION};
 use crate::store::Store;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -14,7 +13,7 @@ use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -43,7 +42,6 @@ pub fn now() -> i64 {
 
 struct App {
     store: Store,
-    settings: Arc<Settings>,
     hub: Arc<Hub>,
     debug: bool,
 }
@@ -52,15 +50,8 @@ struct App {
 pub async fn serve(config: Config) -> Result<(), String> {
     crate::set_log_level(&config.level)?;
     let enqueued = Arc::new(Notify::new());
-{% if c.sqlite() %}
-    let store = Store::open(&config.storage_sqlite_path, &config.storage_sqlite_synchronous, enqueued.clone())
-        .map_err(|e| e.to_string())?;
-{% endif %}
-    let settings = Arc::new(Settings {
-        retry_timeout: config.tasks_retry_timeout,
-        server_url: config.server_url(),
-        paused: AtomicBool::new(false),
-    });
+    let settings = Arc::new(config.settings());
+    let store = Store::open(&config, settings.clone(), enqueued.clone()).await.map_err(|e| e.to_string())?;
     let listener = TcpListener::bind((config.server_bind.as_str(), config.server_port))
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", config.server_bind, config.server_port))?;
@@ -68,7 +59,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let hub = Arc::new(Hub::default());
     tokio::spawn(background(store.clone(), settings.clone(), config.timeouts_poll_interval));
     tokio::spawn(delivery::run(store.clone(), hub.clone(), enqueued, settings.clone()));
-    let app = Arc::new(App { store, settings, hub, debug: config.debug });
+    let app = Arc::new(App { store, hub, debug: config.debug });
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -100,9 +91,7 @@ async fn background(store: Store, settings: Arc<Settings>, interval: i64) {
     loop {
         ticks.tick().await;
         while !settings.paused.load(Ordering::Relaxed) {
-            let at = now();
-            let s = settings.clone();
-            match store.run(move |tx| Machine::new(tx, at, &s).run_rules()).await {
+            match store.run_rules(now()).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -165,7 +154,7 @@ impl App {
             (&Method::POST, "/") => self.rpc(req).await,
             (_, "/") => reply(405, None, ""),
             (&Method::GET, "/health") => reply(200, None, ""),
-            (&Method::GET, "/ready") => match self.store.run(|tx| tx.ping()).await {
+            (&Method::GET, "/ready") => match self.store.ping().await {
                 Ok(()) => reply(200, None, ""),
                 Err(_) => reply(503, None, ""),
             },
@@ -212,7 +201,7 @@ impl App {
     }
 
     /// The envelope checks of spec/protocol.yaml in order, then the kind's own step.
-    async fn dispatch(&self, env: Envelope) -> Result<crate::machine::Reply, Refusal> {
+    async fn dispatch(&self, env: Envelope) -> Result<Reply, Refusal> {
         if env.kind.is_empty() {
             return Err(Refusal::MissingKind);
         }
@@ -233,15 +222,10 @@ impl App {
             }
         }
         let at = clock.unwrap_or_else(now);
-        let settings = self.settings.clone();
-        let corr_id = env.head.corr_id;
-        self.store
-            .run(move |tx| Machine::new(tx, at, &settings).handle(request, &corr_id))
-            .await
-            .or_else(|e| {
-                crate::log!(Error, "{} failed: {e}", env.kind);
-                Ok(crate::machine::Reply { status: 500, data: json_string(&format!("Internal error: Storage error: {e}")) })
-            })
+        self.store.execute(request, at, env.head.corr_id).await.or_else(|e| {
+            crate::log!(Error, "{} failed: {e}", env.kind);
+            Ok(Reply { status: 500, data: json_string(&format!("Internal error: Storage error: {e}")) })
+        })
     }
 }
 
