@@ -4,7 +4,7 @@
 //! `resonate-gen conform --target NAME` builds a target, starts both and runs this.
 
 use resonate_tests::conform::{report, run_cases};
-use resonate_tests::checklist;
+use resonate_tests::{checklist, traces};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -42,7 +42,9 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("resonate-conform: checklist against {server}");
-    let outcomes = run_cases("checklist", server, plain, &checklist::cases());
+    let mut outcomes = run_cases("checklist", server, plain, &checklist::cases());
+    eprintln!("resonate-conform: traces");
+    outcomes.extend(run_cases("traces", server, plain, &traces::cases()));
     print!("{}", report(&outcomes));
     let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
     println!("{} passed, {} failed", outcomes.len() - failed, failed);

@@ -1,0 +1,110 @@
+//! Section "traces": replays of the traces recorded against the official server
+//! (../shared/protocol/traces). Each line's request is sent at the line's `now` and the answer
+//! must equal the recorded one; where it may not, the difference is named by its entry in
+//! spec/choices.yaml.
+
+use crate::conform::{Case, Check, Session};
+use crate::ensure;
+use crate::server::repo_root;
+use serde_json::{json, Value};
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case { name: "resonate-sqlite-10wf-prefix.ndjson replays exactly", run: ten_workflows },
+        Case { name: "resonate-duplicate-awaited.ndjson differs only by duplicate-awaited", run: duplicate_awaited },
+        Case { name: "resonate-sdk-fanout.history differs only by empty-preload", run: sdk_fanout },
+    ]
+}
+
+/// The lines of a recorded trace; a missing file fails the case (a replay that skips proves nothing).
+fn lines(name: &str) -> Result<Vec<Value>, String> {
+    let path = repo_root().join("../shared/protocol/traces").join(name);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {} ({e}); shared/ must lie beside the repository", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{name}:{}: {e}", i + 1)))
+        .collect()
+}
+
+fn replay(s: &mut Session, line: &Value) -> Value {
+    let kind = line["kind"].as_str().unwrap_or_default();
+    s.send(kind, line["req"].clone(), line["now"].as_i64().unwrap_or_default()).1
+}
+
+/// Whether every key of `expected` is in `actual` with a matching value.
+fn contains(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => e.iter().all(|(k, v)| a.get(k).is_some_and(|a| contains(a, v))),
+        _ => actual == expected,
+    }
+}
+
+fn mismatch(name: &str, i: usize, line: &Value, actual: &Value) -> String {
+    format!("{name} line {}: {} {}\nexpected {}\nactual   {actual}", i + 1, line["kind"], line["req"], line["res"])
+}
+
+/// A difference the test allows must still be documented.
+fn documented(choice: &str) -> Check {
+    let path = repo_root().join("spec/choices.yaml");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    ensure!(text.contains(&format!("id: {choice}")), "spec/choices.yaml no longer documents {choice}");
+    Ok(())
+}
+
+fn ten_workflows(s: &mut Session) -> Check {
+    let name = "resonate-sqlite-10wf-prefix.ndjson";
+    for (i, line) in lines(name)?.iter().enumerate() {
+        let actual = replay(s, line);
+        ensure!(actual == line["res"], "{}", mismatch(name, i, line, &actual));
+    }
+    Ok(())
+}
+
+fn duplicate_awaited(s: &mut Session) -> Check {
+    documented("duplicate-awaited")?;
+    let name = "resonate-duplicate-awaited.ndjson";
+    let all = lines(name)?;
+    let (last, agreed) = all.split_last().ok_or("empty trace")?;
+    // The recorded answers carry only some envelope fields: matched as a subset.
+    for (i, line) in agreed.iter().enumerate() {
+        let actual = replay(s, line);
+        ensure!(contains(&actual, &line["res"]), "{}", mismatch(name, i, line, &actual));
+    }
+    ensure!(last["res"]["head"]["status"] == json!(200), "the official server answered 200: {last}");
+    let actual = replay(s, last);
+    ensure!(
+        actual["head"]["status"] == json!(400) && actual["data"] == json!("Actions must not await the same promise twice"),
+        "choices.yaml duplicate-awaited: we answer 400 where the official server answered 200; got {actual}"
+    );
+    Ok(())
+}
+
+/// A concurrent SDK history, replayed in (now, return) order. The official server fills `preload`
+/// with the promises of the same branch; ours is always empty.
+fn sdk_fanout(s: &mut Session) -> Check {
+    documented("empty-preload")?;
+    let name = "resonate-sdk-fanout.history";
+    let mut rows = lines(name)?;
+    rows.sort_by_key(|r| (r["now"].as_i64(), r["return"].as_u64()));
+    for (i, line) in rows.iter().enumerate() {
+        let mut actual = replay(s, line);
+        let mut expected = line["res"].clone();
+        actual["head"]["corrId"] = expected["head"]["corrId"].clone();
+        if let (Some(inner), Some(recorded)) =
+            (actual.pointer_mut("/data/action/head/corrId"), expected.pointer("/data/action/head/corrId"))
+        {
+            *inner = recorded.clone();
+        }
+        for answer in [&mut actual, &mut expected] {
+            if let Some(data) = answer["data"].as_object_mut() {
+                if data.contains_key("preload") {
+                    data.insert("preload".into(), json!([]));
+                }
+            }
+        }
+        ensure!(actual == expected, "{}", mismatch(name, i, line, &actual));
+    }
+    Ok(())
+}
