@@ -5,7 +5,11 @@
 pub mod checklist;
 pub mod client;
 pub mod conform;
+pub mod fuzz;
+pub mod linearize;
+pub mod model;
 pub mod server;
+pub mod traces;
 
 use client::Client;
 use serde_json::{json, Value};
