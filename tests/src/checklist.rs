@@ -43,19 +43,19 @@ fn executes(snap: &Value, id: &str) -> Vec<i64> {
 
 pub fn cases() -> Vec<Case> {
     vec![
-        Case { name: "C1 external promises get a durable timeout", run: c1_external_armed },
-        Case { name: "C1 internal promises get no durable timeout", run: c1_internal_unarmed },
-        Case { name: "C2 register_callback refuses an internal awaited", run: c2 },
-        Case { name: "C3 register_listener refuses an internal awaited", run: c3 },
-        Case { name: "C4 task.create/halt/continue gate on the projection", run: c4 },
-        Case { name: "C5 lease expiry and retry gate on the projection", run: c5 },
-        Case { name: "C6 dead awaiters are not resumed", run: c6 },
-        Case { name: "C7 task.heartbeat gates on the projection", run: c7 },
-        Case { name: "C8 every response is projected and never regresses", run: c8 },
-        Case { name: "C9 no execute for a version never issued", run: c9 },
-        Case { name: "C10 at most one valid claim per task", run: c10 },
-        Case { name: "C11 settled promises take no callback or listener", run: c11 },
-        Case { name: "C12 the debug surface is closed without --debug", run: c12 },
+        Case::new("C1 external promises get a durable timeout", c1_external_armed),
+        Case::new("C1 internal promises get no durable timeout", c1_internal_unarmed),
+        Case::new("C2 register_callback refuses an internal awaited", c2),
+        Case::new("C3 register_listener refuses an internal awaited", c3),
+        Case::new("C4 task.create/halt/continue gate on the projection", c4),
+        Case::new("C5 lease expiry and retry gate on the projection", c5),
+        Case::new("C6 dead awaiters are not resumed", c6),
+        Case::new("C7 task.heartbeat gates on the projection", c7),
+        Case::new("C8 every response is projected and never regresses", c8),
+        Case::new("C9 no execute for a version never issued", c9),
+        Case::new("C10 at most one valid claim per task", c10),
+        Case::new("C11 settled promises take no callback or listener", c11),
+        Case::new("C12 the debug surface is closed without --debug", c12),
     ]
 }
 

@@ -13,8 +13,14 @@ pub type Check = Result<(), String>;
 
 /// One named case of a section.
 pub struct Case {
-    pub name: &'static str,
-    pub run: fn(&mut Session) -> Check,
+    pub name: String,
+    pub run: Box<dyn Fn(&mut Session) -> Check>,
+}
+
+impl Case {
+    pub fn new(name: impl Into<String>, run: impl Fn(&mut Session) -> Check + 'static) -> Case {
+        Case { name: name.into(), run: Box::new(run) }
+    }
 }
 
 /// The result of one case (or one summarised run) in one section.
@@ -38,13 +44,15 @@ macro_rules! ensure {
 /// one, to a second instance started without it.
 pub struct Session {
     client: Client,
+    /// The server under test.
+    pub addr: SocketAddr,
     /// An instance started without `--debug` (checklist C12).
     pub plain: Option<SocketAddr>,
 }
 
 impl Session {
     pub fn new(addr: SocketAddr, plain: Option<SocketAddr>) -> Session {
-        Session { client: Client::new(addr), plain }
+        Session { client: Client::new(addr), addr, plain }
     }
 
     /// A clean store and paused background loops: only the requests' clocks move time.
@@ -87,7 +95,7 @@ pub fn run_cases(section: &str, addr: SocketAddr, plain: Option<SocketAddr>, cas
         .map(|case| {
             let mut session = Session::new(addr, plain);
             let failure = session.fresh().and_then(|()| (case.run)(&mut session)).err();
-            Outcome { section: section.to_string(), case: case.name.to_string(), failure }
+            Outcome { section: section.to_string(), case: case.name.clone(), failure }
         })
         .collect()
 }

@@ -10,6 +10,7 @@ pub mod linearize;
 pub mod model;
 pub mod server;
 pub mod traces;
+pub mod transitions;
 
 use client::Client;
 use serde_json::{json, Value};

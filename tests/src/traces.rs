@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 pub fn cases() -> Vec<Case> {
     vec![
-        Case { name: "resonate-sqlite-10wf-prefix.ndjson replays exactly", run: ten_workflows },
-        Case { name: "resonate-duplicate-awaited.ndjson differs only by duplicate-awaited", run: duplicate_awaited },
-        Case { name: "resonate-sdk-fanout.history differs only by empty-preload", run: sdk_fanout },
+        Case::new("resonate-sqlite-10wf-prefix.ndjson replays exactly", ten_workflows),
+        Case::new("resonate-duplicate-awaited.ndjson differs only by duplicate-awaited", duplicate_awaited),
+        Case::new("resonate-sdk-fanout.history differs only by empty-preload", sdk_fanout),
     ]
 }
 

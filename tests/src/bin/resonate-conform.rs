@@ -4,7 +4,7 @@
 //! `resonate-gen conform --target NAME` builds a target, starts both and runs this.
 
 use resonate_tests::conform::{report, run_cases};
-use resonate_tests::{checklist, traces};
+use resonate_tests::{checklist, traces, transitions};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -41,8 +41,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprintln!("resonate-conform: checklist against {server}");
-    let mut outcomes = run_cases("checklist", server, plain, &checklist::cases());
+    eprintln!("resonate-conform: transitions against {server}");
+    let mut outcomes = run_cases("transitions", server, plain, &transitions::cases());
+    eprintln!("resonate-conform: checklist");
+    outcomes.extend(run_cases("checklist", server, plain, &checklist::cases()));
     eprintln!("resonate-conform: traces");
     outcomes.extend(run_cases("traces", server, plain, &traces::cases()));
     print!("{}", report(&outcomes));
