@@ -450,29 +450,10 @@ impl<'a> Machine<'a> {
             Ok(l) => l,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        let mut promises = Vec::new();
-        let mut after = r.cursor.unwrap_or_default();
-        loop {
-            let ids = self.tx.promise_ids(&after, &r.tags, limit + 1)?;
-            let exhausted = ids.len() <= limit;
-            for id in ids {
-                after = id;
-                if let Some(p) = self.read_promise(&after)? {
-                    if state.is_none_or(|s| matches_state(s, p.state)) {
-                        promises.push(p);
-                    }
-                }
-                if promises.len() > limit {
-                    break;
-                }
-            }
-            if exhausted || promises.len() > limit {
-                break;
-            }
-        }
-        let more = promises.len() > limit;
-        promises.truncate(limit);
-        let cursor = more.then(|| promises.last().map(|p| p.id.as_str())).flatten();
+        let (promises, cursor) = self.page(r.cursor, limit, |after, n| self.tx.promise_ids(after, &r.tags, n), |id| {
+            Ok(self.read_promise(id)?.filter(|p| state.is_none_or(|s| matches_state(s, p.state))))
+        })?;
+        let cursor = cursor.as_deref();
         #[derive(Serialize)]
         struct Items<'a> {
             promises: &'a [Promise],
@@ -702,34 +683,48 @@ impl<'a> Machine<'a> {
             Ok(l) => l,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        let mut tasks = Vec::new();
-        let mut after = r.cursor.unwrap_or_default();
-        loop {
-            let ids = self.tx.task_ids(&after, limit + 1)?;
-            let exhausted = ids.len() <= limit;
-            for id in ids {
-                after = id;
-                if let Some((t, _)) = self.read_task(&after)? {
-                    if state.is_none_or(|s| s == t.state) {
-                        tasks.push(t.wire());
-                    }
-                }
-                if tasks.len() > limit {
-                    break;
-                }
-            }
-            if exhausted || tasks.len() > limit {
-                break;
-            }
-        }
-        let more = tasks.len() > limit;
-        tasks.truncate(limit);
-        let cursor = more.then(|| tasks.last().map(|t| t.id.as_str())).flatten();
+        let (tasks, cursor) = self.page(r.cursor, limit, |after, n| self.tx.task_ids(after, n), |id| {
+            Ok(self.read_task(id)?.map(|(t, _)| t.wire()).filter(|t| state.is_none_or(|s| s == t.state)))
+        })?;
+        let cursor = cursor.as_deref();
         #[derive(Serialize)]
         struct Items<'a> {
             tasks: &'a [Task],
         }
         Ok(Ok(Reply::ok(&Page { cursor, items: Items { tasks: &tasks } })))
+    }
+
+    /// One page of a search: reads candidate ids after `cursor` in id order (`ids(after, n)`),
+    /// keeps what `read` returns, and stops at `limit`. The cursor is the last id returned when
+    /// more remain.
+    fn page<T>(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+        ids: impl Fn(&str, usize) -> Result<Vec<String>>,
+        read: impl Fn(&str) -> Result<Option<T>>,
+    ) -> Result<(Vec<T>, Option<String>)> {
+        let mut found = Vec::new();
+        let mut last = Vec::new();
+        let mut after = cursor.unwrap_or_default();
+        loop {
+            let batch = ids(&after, limit + 1)?;
+            let exhausted = batch.len() <= limit;
+            for id in batch {
+                if let Some(item) = read(&id)? {
+                    found.push(item);
+                    last.push(id.clone());
+                    if found.len() > limit {
+                        found.truncate(limit);
+                        return Ok((found, last.get(limit - 1).cloned()));
+                    }
+                }
+                after = id;
+            }
+            if exhausted {
+                return Ok((found, None));
+            }
+        }
     }
 
     // ----- schedule.* -----

@@ -561,20 +561,32 @@ impl Tx<'_> {
         tags: &Tags,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let mut sql = "SELECT id FROM promises WHERE id > ?".to_string();
-        let mut args: Vec<String> = vec![after.to_string()];
+        self.page("SELECT id FROM promises", "tags", after, tags, limit)
+    }
+    /// Runs `select` for rows with id > `after` whose JSON `column` has every pair of `tags`, in
+    /// id order, at most `limit`, returning the first column.
+    fn page(
+        &self,
+        select: &str,
+        column: &str,
+        after: &str,
+        tags: &Tags,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let mut sql = format!("{select} WHERE id > ?");
+        let mut args = vec![after.to_string()];
         for (k, v) in tags {
-            sql.push_str(" AND json_extract(tags, ?) = ?");
+            sql.push_str(&format!(" AND json_extract({column}, ?) = ?"));
             args.push(format!("$.\"{}\"", k.replace('"', "\\\"")));
             args.push(v.clone());
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
-        let ids = self
+        let rows = self
             .conn
             .prepare(&sql)?
             .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(ids)
+        Ok(rows)
     }
     /// Task ids after `after` in id order.
     pub fn task_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
@@ -592,19 +604,14 @@ impl Tx<'_> {
         tags: &Tags,
         limit: usize,
     ) -> Result<Vec<Schedule>> {
-        let mut sql = "SELECT record FROM schedules WHERE id > ?".to_string();
-        let mut args: Vec<String> = vec![after.to_string()];
-        for (k, v) in tags {
-            sql.push_str(" AND json_extract(record, ?) = ?");
-            args.push(format!("$.promiseTags.\"{}\"", k.replace('"', "\\\"")));
-            args.push(v.clone());
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
-        let records: Vec<String> = self
-            .conn
-            .prepare(&sql)?
-            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let records = self
+            .page(
+                "SELECT record FROM schedules",
+                "json_extract(record, '$.promiseTags')",
+                after,
+                tags,
+                limit,
+            )?;
         Ok(
             records
                 .iter()
