@@ -1,0 +1,1062 @@
+//! resonate-e2e: runs workflows written with the official Resonate SDKs against a generated server.
+//!
+//! `resonate-e2e --target sqlite-http [--sdk python-0.8.1]... [--scenario countdown]... [--jobs N]`
+//!
+//! Each SDK gets what it needs installed once into a cache outside the repository
+//! (`$RESONATE_E2E_CACHE`, default `~/.cache/resonate-gen/e2e`): a venv per Python SDK version,
+//! an npm project per TypeScript SDK version, the Rust SDK's published source and one Cargo
+//! target dir for its own e2e suite and for our Rust worker. The workflows themselves live in
+//! `tests/e2e/<language>/`; each program has two modes, `worker` (serve the functions, print
+//! `ready`) and `invoke` (start one function on the workers' group, print its result as JSON).
+//! Every case gets a freshly started server and a fresh worker group. The last line is
+//! `N passed, N failed`; cases that fail because of a known SDK defect are listed apart and
+//! counted in neither.
+
+use resonate_tests::client::Client;
+use resonate_tests::server::{self, repo_root, Server};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use std::{env, thread};
+
+const USAGE: &str =
+    "usage: resonate-e2e --target NAME [--sdk SDK]... [--scenario NAME]... [--jobs N]";
+
+/// Every SDK this runner knows, as `<language>-<version>`.
+const SDKS: &[&str] = &[
+    "python-0.8.1",
+    "python-0.7.4",
+    "typescript-0.11.5",
+    "typescript-0.11.4",
+    "rust-0.6.0",
+];
+
+/// The scenarios every SDK runs; the Rust SDK also runs its own e2e suite (`sdk-suite`).
+const SCENARIOS: &[&str] = &[
+    "countdown",
+    "fan-out",
+    "human-in-the-loop",
+    "worker-crash",
+    "server-crash",
+    "long-step",
+    "worker-crash-in-step",
+    "server-crash-in-step",
+];
+
+/// Cases expected to fail because of a defect in a published SDK, with the defect.
+const KNOWN_DEFECTS: &[(&str, &str, &str)] = &[(
+    "typescript-0.11.4",
+    "long-step",
+    "its heartbeat always sends `tasks: []`, so no lease is ever extended and a step longer than the ttl loses its task",
+)];
+
+/// The Rust SDK's published e2e suite has this many tests.
+const RUST_SUITE_TESTS: usize = 30;
+/// How long a worker has to print `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one invocation may take.
+const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Task lease for the scenarios that do not test leases (the SDKs' own default).
+const DEFAULT_TTL_MS: u64 = 60_000;
+
+// ---------------------------------------------------------------------------------------------
+// Command line and main
+// ---------------------------------------------------------------------------------------------
+
+struct Options {
+    target: String,
+    sdks: Vec<String>,
+    scenarios: Vec<String>,
+    jobs: usize,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        target: String::new(),
+        sdks: vec![],
+        scenarios: vec![],
+        jobs: 3,
+    };
+    let mut args = env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(USAGE)?;
+        match flag.as_str() {
+            "--target" => options.target = value,
+            "--sdk" if SDKS.contains(&value.as_str()) => options.sdks.push(value),
+            "--sdk" => return Err(format!("unknown SDK {value}; known: {}", SDKS.join(", "))),
+            "--scenario" => options.scenarios.push(value),
+            "--jobs" => options.jobs = value.parse().map_err(|_| USAGE)?,
+            _ => return Err(USAGE.into()),
+        }
+    }
+    if options.target.is_empty() || options.jobs == 0 {
+        return Err(USAGE.into());
+    }
+    if options.sdks.is_empty() {
+        options.sdks = SDKS.iter().map(|s| s.to_string()).collect();
+    }
+    if options.scenarios.is_empty() {
+        options.scenarios = SCENARIOS
+            .iter()
+            .chain(&["sdk-suite"])
+            .map(|s| s.to_string())
+            .collect();
+    }
+    Ok(options)
+}
+
+/// One scenario for one SDK, or (scenario `sdk-suite`) the Rust SDK's own suite.
+struct Case {
+    sdk: Arc<Sdk>,
+    scenario: String,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Passed,
+    Failed(String),
+    /// Failed as a known SDK defect predicts: (defect, what happened).
+    KnownDefect(&'static str, String),
+}
+
+struct Tally {
+    passed: usize,
+    failed: Vec<String>,
+    known: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, outcome: Outcome, took: Duration) {
+        let secs = took.as_secs_f64();
+        match outcome {
+            Outcome::Passed => {
+                self.passed += 1;
+                println!("PASS  {name} ({secs:.1}s)");
+            }
+            Outcome::Failed(why) => {
+                println!("FAIL  {name} ({secs:.1}s): {why}");
+                self.failed.push(name.to_string());
+            }
+            Outcome::KnownDefect(defect, what) => {
+                let what = what.lines().next().unwrap_or("");
+                println!(
+                    "KNOWN {name} ({secs:.1}s): known SDK defect: {defect}\n      observed: {what}"
+                );
+                self.known.push(format!("{name}: {defect}"));
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("resonate-e2e: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let cache = cache_dir();
+    println!(
+        "resonate-e2e: target {}, cache {}",
+        options.target,
+        cache.display()
+    );
+    let bin = server::build(&options.target);
+    println!("server: built {}", bin.display());
+
+    let mut tally = Tally {
+        passed: 0,
+        failed: vec![],
+        known: vec![],
+    };
+    let mut cases = VecDeque::new();
+    for name in &options.sdks {
+        let setup_started = Instant::now();
+        let scenarios: Vec<&String> = options
+            .scenarios
+            .iter()
+            .filter(|s| s.as_str() != "sdk-suite" || name.starts_with("rust-"))
+            .collect();
+        match Sdk::setup(name, &cache) {
+            Ok(sdk) => {
+                println!(
+                    "setup {name}: ready ({:.1}s)",
+                    setup_started.elapsed().as_secs_f64()
+                );
+                let sdk = Arc::new(sdk);
+                cases.extend(scenarios.into_iter().map(|s| Case {
+                    sdk: sdk.clone(),
+                    scenario: s.clone(),
+                }));
+            }
+            Err(e) => {
+                println!("setup {name}: FAILED: {e}");
+                for s in scenarios {
+                    tally.record(
+                        &format!("{name} {s}"),
+                        Outcome::Failed("SDK setup failed".into()),
+                        Duration::ZERO,
+                    );
+                }
+            }
+        }
+    }
+
+    let queue = Mutex::new(cases);
+    let tally = Mutex::new(tally);
+    thread::scope(|scope| {
+        for _ in 0..options.jobs {
+            scope.spawn(|| loop {
+                let Some(case) = queue.lock().unwrap().pop_front() else {
+                    break;
+                };
+                let case_started = Instant::now();
+                for (name, outcome) in run_case(&bin, &case) {
+                    tally
+                        .lock()
+                        .unwrap()
+                        .record(&name, outcome, case_started.elapsed());
+                }
+            });
+        }
+    });
+
+    let tally = tally.into_inner().unwrap();
+    println!("finished in {:.0}s", started.elapsed().as_secs_f64());
+    if !tally.known.is_empty() {
+        println!(
+            "known SDK defects ({}, counted neither passed nor failed):",
+            tally.known.len()
+        );
+        for known in &tally.known {
+            println!("  {known}");
+        }
+    }
+    if !tally.failed.is_empty() {
+        println!("failed:");
+        for failed in &tally.failed {
+            println!("  {failed}");
+        }
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed.len());
+    if tally.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs one case on its own server; the Rust suite yields one outcome per test.
+fn run_case(bin: &Path, case: &Case) -> Vec<(String, Outcome)> {
+    let name = format!("{} {}", case.sdk.name, case.scenario);
+    let known = KNOWN_DEFECTS
+        .iter()
+        .find(|(sdk, scenario, _)| *sdk == case.sdk.name && *scenario == case.scenario)
+        .map(|(_, _, defect)| *defect);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if case.scenario == "sdk-suite" {
+            return rust_suite(bin, &case.sdk);
+        }
+        let mut run = Run::new(bin, &case.sdk, &case.scenario);
+        let result = match case.scenario.as_str() {
+            "countdown" => countdown(&mut run),
+            "fan-out" => fan_out(&mut run),
+            "human-in-the-loop" => human_in_the_loop(&mut run),
+            "worker-crash" => worker_crash(&mut run),
+            "server-crash" => server_crash(&mut run),
+            "long-step" => long_step(&mut run),
+            "worker-crash-in-step" => worker_crash_in_step(&mut run),
+            "server-crash-in-step" => server_crash_in_step(&mut run),
+            other => Err(format!(
+                "unknown scenario {other}; known: {}",
+                SCENARIOS.join(", ")
+            )),
+        };
+        vec![(name.clone(), run.finish(result))]
+    }));
+    let outcomes = result.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into());
+        vec![(name, Outcome::Failed(why))]
+    });
+    outcomes
+        .into_iter()
+        .map(|(name, outcome)| match (outcome, known) {
+            (Outcome::Failed(what), Some(defect)) => (name, Outcome::KnownDefect(defect, what)),
+            (Outcome::Passed, Some(defect)) => (
+                name,
+                Outcome::Failed(format!(
+                    "passed, but a known SDK defect predicts failure ({defect})"
+                )),
+            ),
+            (outcome, _) => (name, outcome),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenarios
+// ---------------------------------------------------------------------------------------------
+
+/// A workflow of steps and durable sleeps; invoking the same id again returns the stored result
+/// without running any step again.
+fn countdown(run: &mut Run) -> Result<(), String> {
+    run.worker(DEFAULT_TTL_MS)?;
+    let args = json!([run.dir_arg(), 3, 200]);
+    let expected = json!(["count-3", "count-2", "count-1"]);
+    let first = run
+        .invoke("countdown-1", "countdown", &args)?
+        .result(RESULT_TIMEOUT)?;
+    expect_eq("first result", &first, &expected)?;
+    run.steps_exactly_once(&["count-3", "count-2", "count-1"])?;
+    let again = run
+        .invoke("countdown-1", "countdown", &args)?
+        .result(RESULT_TIMEOUT)?;
+    expect_eq("result of the second invocation", &again, &expected)?;
+    run.steps_exactly_once(&["count-3", "count-2", "count-1"])
+}
+
+/// A parent starts ten children on a group of two workers in parallel and sums their results.
+fn fan_out(run: &mut Run) -> Result<(), String> {
+    run.worker(DEFAULT_TTL_MS)?;
+    run.worker(DEFAULT_TTL_MS)?;
+    let result = run
+        .invoke("fan-out-1", "fan_out", &json!([10]))?
+        .result(RESULT_TIMEOUT)?;
+    expect_eq("result", &result, &json!(385))
+}
+
+/// A workflow awaits a promise; the test settles it with a plain `promise.settle` over HTTP.
+fn human_in_the_loop(run: &mut Run) -> Result<(), String> {
+    run.worker(DEFAULT_TTL_MS)?;
+    let invocation = run.invoke("approval-1", "approval", &json!([run.dir_arg()]))?;
+    let id_file = run.dir.join("promise-id");
+    wait_until(
+        RESULT_TIMEOUT,
+        "the workflow to announce its promise id",
+        || fs::read_to_string(&id_file).is_ok_and(|id| !id.is_empty()),
+    )?;
+    let id = fs::read_to_string(&id_file).map_err(|e| e.to_string())?;
+    let value = json!({ "data": base64(br#""yes""#) });
+    let (status, body) = run.call(
+        "promise.settle",
+        json!({ "id": id, "state": "resolved", "value": value }),
+    );
+    if status != 200 {
+        return Err(format!("promise.settle {id} answered {status}: {body}"));
+    }
+    let result = invocation.result(RESULT_TIMEOUT)?;
+    expect_eq("result", &result, &json!({ "approved": "yes" }))
+}
+
+/// SIGKILL the worker while the workflow sleeps durably; a new worker finishes it.
+fn worker_crash(run: &mut Run) -> Result<(), String> {
+    let first = run.worker(5_000)?;
+    let invocation = run.invoke("crash-1", "countdown", &json!([run.dir_arg(), 3, 2_000]))?;
+    run.wait_sleeping("crash-1", 1)?;
+    run.kill(first);
+    run.worker(5_000)?;
+    let result = invocation.result(RESULT_TIMEOUT)?;
+    expect_eq("result", &result, &json!(["count-3", "count-2", "count-1"]))?;
+    run.steps_exactly_once(&["count-3", "count-2", "count-1"])
+}
+
+/// SIGKILL the worker in the middle of a step; once its lease expires another worker runs the
+/// step again (it never completed) and finishes the workflow.
+fn worker_crash_in_step(run: &mut Run) -> Result<(), String> {
+    let first = run.worker(4_000)?;
+    let invocation = run.invoke("crash-2", "long_step", &json!([run.dir_arg(), 2_000]))?;
+    wait_until(RESULT_TIMEOUT, "crash-2 to be acquired", || {
+        run.call("task.get", json!({ "id": "crash-2" })).1["data"]["task"]["state"] == "acquired"
+    })?;
+    thread::sleep(Duration::from_millis(500));
+    run.kill(first);
+    run.worker(4_000)?;
+    let result = invocation.result(RESULT_TIMEOUT)?;
+    expect_eq("result", &result, &json!("slow done"))?;
+    run.steps_exactly_once(&["slow"])
+}
+
+/// SIGKILL the server while a step runs under a lease and restart it at once: the step
+/// completes once, and the worker fulfils the task on the restarted server.
+fn server_crash_in_step(run: &mut Run) -> Result<(), String> {
+    run.worker(5_000)?;
+    let invocation = run.invoke(
+        "server-crash-2",
+        "long_step",
+        &json!([run.dir_arg(), 3_000]),
+    )?;
+    wait_until(RESULT_TIMEOUT, "server-crash-2 to be acquired", || {
+        run.call("task.get", json!({ "id": "server-crash-2" })).1["data"]["task"]["state"]
+            == "acquired"
+    })?;
+    thread::sleep(Duration::from_millis(500));
+    run.server.kill9();
+    thread::sleep(Duration::from_millis(500));
+    run.server.restart();
+    let result = invocation.result(RESULT_TIMEOUT)?;
+    expect_eq("result", &result, &json!("slow done"))?;
+    run.steps_exactly_once(&["slow"])
+}
+
+/// SIGKILL the server while the workflow sleeps durably and restart it on the same store and port.
+fn server_crash(run: &mut Run) -> Result<(), String> {
+    run.worker(5_000)?;
+    let invocation = run.invoke(
+        "server-crash-1",
+        "countdown",
+        &json!([run.dir_arg(), 3, 3_000]),
+    )?;
+    run.wait_sleeping("server-crash-1", 1)?;
+    run.server.kill9();
+    thread::sleep(Duration::from_millis(500));
+    run.server.restart();
+    let result = invocation.result(RESULT_TIMEOUT)?;
+    expect_eq("result", &result, &json!(["count-3", "count-2", "count-1"]))?;
+    run.steps_exactly_once(&["count-3", "count-2", "count-1"])
+}
+
+/// A 6 s step under a 2 s lease finishes exactly once: heartbeats keep extending the lease.
+fn long_step(run: &mut Run) -> Result<(), String> {
+    run.worker(2_000)?;
+    let invocation = run.invoke("long-1", "long_step", &json!([run.dir_arg(), 6_000]))?;
+    let result = invocation.result_unless(RESULT_TIMEOUT, || match run.steps().len() {
+        0 | 1 => Ok(()),
+        n => Err(format!(
+            "the 6 s step under a 2 s lease completed {n} times before the workflow finished"
+        )),
+    })?;
+    expect_eq("result", &result, &json!("slow done"))?;
+    thread::sleep(Duration::from_millis(500));
+    run.steps_exactly_once(&["slow"])
+}
+
+/// The Rust SDK's published `tests/e2e.rs`, against a fresh server; one outcome per test.
+fn rust_suite(bin: &Path, sdk: &Sdk) -> Vec<(String, Outcome)> {
+    let name = |test: &str| format!("{} sdk-suite::{test}", sdk.name);
+    let Some(suite) = &sdk.suite else {
+        return vec![(
+            name("*"),
+            Outcome::Failed("only the Rust SDK has a suite".into()),
+        )];
+    };
+    let server = Server::start(bin, &[]);
+    let output = Command::new(suite)
+        .args(["--test-threads", "2"])
+        .env("RESONATE_URL", format!("http://{}", server.addr))
+        .current_dir(suite.parent().unwrap())
+        .stdin(Stdio::null())
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(e) => {
+            return vec![(
+                name("*"),
+                Outcome::Failed(format!("cannot run {}: {e}", suite.display())),
+            )]
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut outcomes: Vec<(String, Outcome)> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("test ")?.split_once(" ... "))
+        .map(|(test, verdict)| {
+            let outcome = match verdict.trim() {
+                "ok" => Outcome::Passed,
+                other => Outcome::Failed(format!("{other}\n{}", failure_section(&stdout, test))),
+            };
+            (name(test), outcome)
+        })
+        .collect();
+    if outcomes.len() != RUST_SUITE_TESTS {
+        let tail = tail(
+            &format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)),
+            20,
+        );
+        outcomes.push((
+            name("*"),
+            Outcome::Failed(format!(
+                "expected {RUST_SUITE_TESTS} tests, saw {}:\n{tail}",
+                outcomes.len()
+            )),
+        ));
+    }
+    outcomes
+}
+
+/// The `---- test stdout ----` section libtest prints for a failed test.
+fn failure_section(stdout: &str, test: &str) -> String {
+    let header = format!("---- {test} stdout ----");
+    stdout
+        .split(&header)
+        .nth(1)
+        .map(|s| s.split("\n\n").next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// One case: a server, worker processes, invocations, a directory for their files
+// ---------------------------------------------------------------------------------------------
+
+struct Run<'a> {
+    sdk: &'a Sdk,
+    server: Server,
+    /// Where the workflows write `steps.log` and `promise-id`, and the processes their logs.
+    dir: PathBuf,
+    group: String,
+    workers: Vec<Option<Proc>>,
+}
+
+/// A child process that is killed when dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Invocation {
+    proc: Proc,
+    out: PathBuf,
+}
+
+impl<'a> Run<'a> {
+    fn new(bin: &Path, sdk: &'a Sdk, scenario: &str) -> Run<'a> {
+        let server = Server::start(bin, &[]);
+        let dir = server.dir.join("e2e");
+        fs::create_dir_all(&dir).expect("cannot create the case directory");
+        let group = format!(
+            "{}-{}-{}",
+            sdk.name.replace('.', "_"),
+            scenario,
+            server.addr.port()
+        );
+        Run {
+            sdk,
+            server,
+            dir,
+            group,
+            workers: vec![],
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    fn dir_arg(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn spawn(&self, log_name: &str, args: &[&str], stdout: Option<&Path>) -> Result<Proc, String> {
+        let log = self.dir.join(log_name);
+        let err = fs::File::create(&log).map_err(|e| e.to_string())?;
+        let out = match stdout {
+            Some(path) => fs::File::create(path).map_err(|e| e.to_string())?,
+            None => err.try_clone().map_err(|e| e.to_string())?,
+        };
+        let child = self
+            .sdk
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.sdk.program[0]))?;
+        Ok(Proc { child, log })
+    }
+
+    /// Starts a worker with lease `ttl_ms` on the group and waits until it prints `ready`.
+    fn worker(&mut self, ttl_ms: u64) -> Result<usize, String> {
+        let n = self.workers.len();
+        let (url, dir, ttl) = (self.url(), self.dir_arg(), ttl_ms.to_string());
+        let mut proc = self.spawn(
+            &format!("worker-{n}.log"),
+            &["worker", &url, &self.group, &dir, &ttl],
+            None,
+        )?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let log = fs::read_to_string(&proc.log).unwrap_or_default();
+            if log.lines().any(|line| line == "ready") {
+                break;
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                return Err(format!(
+                    "worker {n} exited before it was ready ({status}):\n{}",
+                    tail(&log, 15)
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "worker {n} was not ready within {READY_TIMEOUT:?}:\n{}",
+                    tail(&log, 15)
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        self.workers.push(Some(proc));
+        Ok(n)
+    }
+
+    /// SIGKILLs worker `n`.
+    fn kill(&mut self, n: usize) {
+        drop(self.workers[n].take());
+    }
+
+    /// Starts `func(args)` as `id` on the workers' group from a separate client process.
+    fn invoke(&self, id: &str, func: &str, args: &Value) -> Result<Invocation, String> {
+        let out = self.dir.join(format!("invoke-{id}.out"));
+        let proc = self.spawn(
+            &format!("invoke-{id}.log"),
+            &[
+                "invoke",
+                &self.url(),
+                &self.group,
+                id,
+                func,
+                &args.to_string(),
+            ],
+            Some(&out),
+        )?;
+        Ok(Invocation { proc, out })
+    }
+
+    /// One protocol request to the server.
+    fn call(&self, kind: &str, data: Value) -> (u16, Value) {
+        resonate_tests::call(
+            &mut Client::with_timeout(self.server.addr, Duration::from_secs(5)),
+            kind,
+            data,
+            None,
+        )
+    }
+
+    /// The lines of `steps.log`.
+    fn steps(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("steps.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn steps_exactly_once(&self, expected: &[&str]) -> Result<(), String> {
+        let steps = self.steps();
+        if steps != expected {
+            return Err(format!(
+                "steps ran {steps:?}, expected each of {expected:?} exactly once"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until `steps` steps completed and the root task `id` is suspended (in a durable sleep).
+    fn wait_sleeping(&self, id: &str, steps: usize) -> Result<(), String> {
+        wait_until(
+            RESULT_TIMEOUT,
+            &format!("{id} to complete {steps} step(s) and suspend"),
+            || {
+                self.steps().len() >= steps
+                    && self.call("task.get", json!({ "id": id })).1["data"]["task"]["state"]
+                        == "suspended"
+            },
+        )
+    }
+
+    /// Turns a scenario's result into an outcome, adding the logs of a failure. The server's
+    /// directory (store, logs, the case's files) is kept after a failure or with `RESONATE_E2E_KEEP=1`.
+    fn finish(self, result: Result<(), String>) -> Outcome {
+        let keep = result.is_err() || env::var_os("RESONATE_E2E_KEEP").is_some_and(|v| v == "1");
+        drop(self.workers); // before the server, so their logs end without reconnect noise
+        let mut server = self.server;
+        server.kill9();
+        let _ = fs::write(self.dir.join("server.log"), server.log());
+        let outcome = match result {
+            Ok(()) => Outcome::Passed,
+            Err(mut report) => {
+                let mut logs: Vec<PathBuf> = fs::read_dir(&self.dir)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.path())
+                            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                logs.sort();
+                for log in logs.iter().filter(|log| !log.ends_with("steps.log")) {
+                    let text = fs::read_to_string(log).unwrap_or_default();
+                    if !text.trim().is_empty() {
+                        report += &format!("\n  --- {} ---\n{}", log.display(), tail(&text, 12));
+                    }
+                }
+                Outcome::Failed(report + &format!("\n  (kept {})", server.dir.display()))
+            }
+        };
+        if keep {
+            if matches!(outcome, Outcome::Passed) {
+                eprintln!("      kept {}", server.dir.display());
+            }
+            std::mem::forget(server);
+        }
+        outcome
+    }
+}
+
+impl Invocation {
+    /// Waits for the invocation to exit and returns the JSON on the last line of its stdout.
+    fn result(self, timeout: Duration) -> Result<Value, String> {
+        self.result_unless(timeout, || Ok(()))
+    }
+
+    /// Like [`Invocation::result`], but gives up as soon as `check` fails.
+    fn result_unless(
+        mut self,
+        timeout: Duration,
+        check: impl Fn() -> Result<(), String>,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Ok(Some(status)) = self.proc.child.try_wait() {
+                break status;
+            }
+            check()?;
+            if Instant::now() > deadline {
+                let log = fs::read_to_string(&self.proc.log).unwrap_or_default();
+                return Err(format!(
+                    "no result within {timeout:?}; invoke log:\n{}",
+                    tail(&log, 15)
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        let out = fs::read_to_string(&self.out).unwrap_or_default();
+        let last = out.lines().last().unwrap_or("");
+        if !status.success() {
+            let log = fs::read_to_string(&self.proc.log).unwrap_or_default();
+            return Err(format!("invoke exited with {status}:\n{}", tail(&log, 15)));
+        }
+        serde_json::from_str(last).map_err(|e| format!("invoke printed {last:?}, not JSON: {e}"))
+    }
+}
+
+fn expect_eq(what: &str, got: &Value, expected: &Value) -> Result<(), String> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(format!("{what}: got {got}, expected {expected}"))
+    }
+}
+
+fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Standard base64 with padding, as the SDKs encode `value.data`.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ABC[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Installing the SDKs into the cache
+// ---------------------------------------------------------------------------------------------
+
+/// An installed SDK: how to run its scenario program, and for Rust its suite executable.
+struct Sdk {
+    name: String,
+    program: Vec<String>,
+    suite: Option<PathBuf>,
+}
+
+impl Sdk {
+    fn setup(name: &str, cache: &Path) -> Result<Sdk, String> {
+        let (language, version) = name
+            .split_once('-')
+            .ok_or("SDK names are <language>-<version>")?;
+        let (program, suite) = match language {
+            "python" => (setup_python(cache, version)?, None),
+            "typescript" => (setup_typescript(cache, version)?, None),
+            "rust" => {
+                let (program, suite) = setup_rust(cache, version)?;
+                (program, Some(suite))
+            }
+            _ => return Err(format!("no setup for {language}")),
+        };
+        Ok(Sdk {
+            name: name.to_string(),
+            program,
+            suite,
+        })
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program[0]);
+        command.args(&self.program[1..]);
+        command
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    match env::var_os("RESONATE_E2E_CACHE").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+            .join(".cache/resonate-gen/e2e"),
+    }
+}
+
+/// Runs a setup command; on failure returns its output's tail.
+fn sh(command: &mut Command) -> Result<String, String> {
+    let shown = format!("{command:?}");
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "{shown} failed ({}):\n{}",
+            output.status,
+            tail(&text, 20)
+        ))
+    }
+}
+
+/// Writes `contents` to `path` unless it already holds exactly that (keeps mtimes for Cargo).
+fn sync_file(path: &Path, contents: &[u8]) -> Result<(), String> {
+    if fs::read(path).ok().as_deref() != Some(contents) {
+        fs::create_dir_all(path.parent().unwrap()).map_err(|e| e.to_string())?;
+        fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// A Python of at least 3.12: `$RESONATE_E2E_PYTHON`, else python3.13/3.12 on PATH, else pyenv's.
+fn find_python() -> Result<PathBuf, String> {
+    if let Some(python) = env::var_os("RESONATE_E2E_PYTHON") {
+        return Ok(python.into());
+    }
+    for candidate in ["python3.13", "python3.12"] {
+        if Command::new(candidate)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Ok(candidate.into());
+        }
+    }
+    let pyenv = PathBuf::from(env::var_os("PYENV_ROOT").unwrap_or_else(|| "/root/.pyenv".into()))
+        .join("versions");
+    let mut found: Vec<PathBuf> = fs::read_dir(&pyenv)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("3.12") || n.starts_with("3.13"))
+    });
+    found.sort();
+    found
+        .first()
+        .map(|p| p.join("bin/python"))
+        .ok_or_else(|| "no Python >= 3.12 found (set RESONATE_E2E_PYTHON)".into())
+}
+
+/// A venv with `resonate-sdk==version`; runs `tests/e2e/python/app.py`.
+fn setup_python(cache: &Path, version: &str) -> Result<Vec<String>, String> {
+    let venv = cache.join(format!("python-{version}"));
+    let marker = venv.join(".e2e-installed");
+    if !marker.exists() {
+        let _ = fs::remove_dir_all(&venv);
+        sh(Command::new(find_python()?).args(["-m", "venv"]).arg(&venv))?;
+        sh(Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .arg(format!("resonate-sdk=={version}")))?;
+        fs::write(&marker, version).map_err(|e| e.to_string())?;
+    }
+    let app = repo_root().join("tests/e2e/python/app.py");
+    Ok(vec![
+        venv.join("bin/python").display().to_string(),
+        app.display().to_string(),
+    ])
+}
+
+/// An npm project with `@resonatehq/sdk@version`; runs a copy of `tests/e2e/typescript/app.mjs` there.
+fn setup_typescript(cache: &Path, version: &str) -> Result<Vec<String>, String> {
+    let project = cache.join(format!("typescript-{version}"));
+    let marker = project.join(".e2e-installed");
+    if !marker.exists() {
+        sync_file(
+            &project.join("package.json"),
+            b"{ \"private\": true, \"type\": \"module\" }\n",
+        )?;
+        sh(Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--save-exact",
+                "--loglevel=error",
+            ])
+            .arg(format!("@resonatehq/sdk@{version}"))
+            .current_dir(&project))?;
+        fs::write(&marker, version).map_err(|e| e.to_string())?;
+    }
+    let app = project.join("app.mjs");
+    sync_file(
+        &app,
+        &read(&repo_root().join("tests/e2e/typescript/app.mjs"))?,
+    )?;
+    Ok(vec!["node".into(), app.display().to_string()])
+}
+
+/// The published crate's source (for its `tests/e2e.rs`) and our worker crate, built into one
+/// target dir. Returns the worker program and the suite executable.
+fn setup_rust(cache: &Path, version: &str) -> Result<(Vec<String>, PathBuf), String> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = cache.join("rust-target");
+    let sdk = cache.join(format!("rust-sdk-{version}"));
+    if !sdk.join("tests/e2e.rs").exists() {
+        let source = registry_source(cache, version, &cargo)?;
+        copy_dir(&source, &sdk)?;
+    }
+    let app = cache.join("rust-app");
+    let ours = repo_root().join("tests/e2e/rust");
+    sync_file(&app.join("Cargo.toml"), &read(&ours.join("Cargo.toml"))?)?;
+    sync_file(&app.join("src/main.rs"), &read(&ours.join("src/main.rs"))?)?;
+    // Start from the SDK's own lock file, so both builds share most compiled dependencies.
+    if !app.join("Cargo.lock").exists() {
+        sync_file(&app.join("Cargo.lock"), &read(&sdk.join("Cargo.lock"))?)?;
+    }
+    sh(Command::new(&cargo)
+        .args(["build", "-q", "--manifest-path"])
+        .arg(app.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir))?;
+    // The suite decides ignored/not-ignored at compile time from RESONATE_URL being set; the
+    // URL itself is read at run time.
+    let built = sh(Command::new(&cargo)
+        .args(["test", "--test", "e2e", "--no-run", "--manifest-path"])
+        .arg(sdk.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RESONATE_URL", "http://127.0.0.1:8001"))?;
+    let suite = built
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("Executable tests/e2e.rs (")?
+                .strip_suffix(')')
+        })
+        .ok_or_else(|| {
+            format!(
+                "cargo did not name the e2e executable:\n{}",
+                tail(&built, 10)
+            )
+        })?;
+    let program = target_dir.join("debug/resonate-e2e-rust-app");
+    Ok((vec![program.display().to_string()], PathBuf::from(suite)))
+}
+
+/// `resonate-sdk-<version>` from Cargo's registry sources, fetched through a scratch crate if absent.
+fn registry_source(
+    cache: &Path,
+    version: &str,
+    cargo: &std::ffi::OsStr,
+) -> Result<PathBuf, String> {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    let find = || -> Option<PathBuf> {
+        fs::read_dir(cargo_home.join("registry/src"))
+            .ok()?
+            .flatten()
+            .map(|index| index.path().join(format!("resonate-sdk-{version}")))
+            .find(|p| p.join("tests/e2e.rs").exists())
+    };
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    let scratch = cache.join("rust-fetch");
+    let manifest = format!(
+        "[package]\nname = \"fetch\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[dependencies]\nresonate-sdk = \"={version}\"\n\n[workspace]\n"
+    );
+    sync_file(&scratch.join("Cargo.toml"), manifest.as_bytes())?;
+    sync_file(&scratch.join("src/lib.rs"), b"")?;
+    sh(Command::new(cargo)
+        .args(["fetch", "--manifest-path"])
+        .arg(scratch.join("Cargo.toml")))?;
+    find().ok_or_else(|| {
+        format!(
+            "cargo fetch did not unpack resonate-sdk-{version} under {}",
+            cargo_home.display()
+        )
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    for entry in fs::read_dir(from).map_err(|e| e.to_string())?.flatten() {
+        let path = entry.path();
+        let dest = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_dir(&path, &dest)?;
+        } else {
+            fs::copy(&path, &dest).map_err(|e| format!("cannot copy {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
