@@ -3,6 +3,18 @@
 //! discipline (a read that finds a projected timeout persists it, with its drains), coupled
 //! settlement, eager drains and dispatch, and the internal rules run by `debug.tick`.
 //!
+//! Where the spec leaves a choice open, the model takes the one the sqlite-http server showed:
+//! * which promises a request reads (and so materialises) before a guard refuses: the request's
+//!   subject in guard order; every task kind reads the promise of its id even when there is no
+//!   task; task.suspend reads its own promise and every awaited one before judging the task;
+//!   task.heartbeat reads the promise of every ref; R4 reads (materialises) the awaiter;
+//! * nested actions: task.create and task.fulfill run the nested kind's field checks,
+//!   task.suspend does not (an empty awaited id is just not found);
+//! * debug.tick order in each pass: R1 by (timeoutAt, id); then task deadlines by (deadline, id),
+//!   an expired lease (R5) dispatched at once; then due schedules by (nextRunAt, creation order),
+//!   each running its occurrences in order; the eager R6 of a schedule's promise is judged at the
+//!   tick's time.
+//!
 //! The `*.search` kinds are not modelled (unchecked protocol): they answer 501.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -414,10 +426,12 @@ fn check_create(r: &CreateReq) -> Result<(), Refusal> {
     need(r.timeout_at >= 0, "timeout_negative")
 }
 
-/// Whether `address` is deliverable (spec/protocol.yaml addresses; https is not sent by the fuzzer).
+/// Whether `address` is deliverable (spec/protocol.yaml addresses; https is accepted without TLS,
+/// choices.yaml https-without-tls): an http(s) URL with something after the scheme, or
+/// `poll://any@group[/id]` / `poll://uni@group/id` with non-empty parts and no further `/`.
 pub fn deliverable(address: &str) -> bool {
-    if address.starts_with("http://") || address.starts_with("https://") {
-        return true;
+    if let Some(rest) = address.strip_prefix("http://").or_else(|| address.strip_prefix("https://")) {
+        return !rest.is_empty();
     }
     let Some((cast, rest)) = address.strip_prefix("poll://").and_then(|r| r.split_once('@')) else {
         return false;
@@ -426,10 +440,11 @@ pub fn deliverable(address: &str) -> bool {
         Some((group, id)) => (group, Some(id)),
         None => (rest, None),
     };
+    let id_ok = |id: &str| !id.is_empty() && !id.contains('/');
     !group.is_empty()
         && match cast {
-            "any" => id.is_none_or(|id| !id.is_empty()),
-            "uni" => id.is_some_and(|id| !id.is_empty()),
+            "any" => id.is_none_or(id_ok),
+            "uni" => id.is_some_and(id_ok),
             _ => false,
         }
 }
@@ -619,9 +634,8 @@ impl Model {
         *self.fired.entry(rule).or_default() += 1;
     }
 
-    /// A new promise (PROTOCOL.md §2 promise birth), with its task if targeted; then rule R6 at
-    /// `now` if the task is due. A schedule's promise is born at its occurrence `born` < `now` but
-    /// judged dead at `now` (the server's choice: createdAt = born, settledAt = timeoutAt).
+    /// A new promise born at `born` (PROTOCOL.md §2 promise birth), with its task if targeted;
+    /// then rule R6 at `now` if the task is due (a schedule's promise is born at its occurrence).
     fn birth(&mut self, c: CreateReq, born: i64, now: i64) {
         let targeted = c.tags.contains_key(TARGET);
         let mut p = Promise {
@@ -631,17 +645,17 @@ impl Model {
             value: Val::default(),
             tags: c.tags,
             timeout_at: c.timeout_at,
-            created_at: born.min(c.timeout_at),
+            created_at: born,
             settled_at: None,
             callbacks: Vec::new(),
             listeners: Vec::new(),
         };
-        let task = if c.timeout_at > now {
+        let task = if c.timeout_at > born {
             let delay = p.tags.get(DELAY).and_then(|d| d.parse::<i64>().ok()).unwrap_or(born);
             Task::new(&c.id, TaskState::Pending, Some(delay.max(born)))
         } else {
             p.state = if p.timer() { "resolved" } else { "rejected_timedout" };
-            p.settled_at = Some(c.timeout_at);
+            (p.created_at, p.settled_at) = (c.timeout_at, Some(c.timeout_at));
             Task::new(&c.id, TaskState::Fulfilled, None)
         };
         self.promises.insert(c.id.clone(), p);
