@@ -11,13 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A server process that is killed when dropped.
-struct Running(Child);
+/// A server process that is killed when dropped, with the database it had to itself (dropped too).
+struct Running(Child, Option<String>);
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(url) = &self.1 {
+            drop_postgres_database(url);
+        }
     }
 }
 
@@ -60,15 +63,21 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, 
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut cmd = Command::new(bin);
     cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]);
+    let mut database = None;
     match m.store {
         Store::Sqlite => cmd.arg("--storage-sqlite-path").arg(dir.join("resonate.db")),
+        Store::Postgres => {
+            let url = fresh_postgres_database(&m.name)?;
+            database = Some(url.clone());
+            cmd.arg("--storage-postgres-url").arg(url)
+        }
     };
     if debug {
         cmd.arg("--debug");
     }
     let log = std::fs::File::create(dir.join("server.log"))?;
     let child = cmd.stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("cannot start {}", bin.display()))?;
-    let mut running = Running(child);
+    let mut running = Running(child, database);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !healthy(addr) {
         if Instant::now() > deadline || running.0.try_wait()?.is_some() {
@@ -78,6 +87,45 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, 
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok((running, addr))
+}
+
+/// The PostgreSQL server test stores are created on: `RESONATE_POSTGRES_ADMIN_URL`, by default
+/// the local server as root over 127.0.0.1 (trust auth), database `postgres`.
+pub fn postgres_admin_url() -> String {
+    std::env::var("RESONATE_POSTGRES_ADMIN_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://root@127.0.0.1:5432/postgres".to_string())
+}
+
+/// Creates an empty database with `psql` and returns its URL: a fresh store for one server.
+pub fn fresh_postgres_database(label: &str) -> Result<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let label: String = label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("resonate_{label}_{}_{n}_{nanos}", std::process::id());
+    let admin = postgres_admin_url();
+    let output = Command::new("psql")
+        .args([admin.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run psql (is the PostgreSQL client installed?)")?;
+    if !output.status.success() {
+        bail!("psql could not create database {name}: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+    Ok(format!("{base}/{name}"))
+}
+
+/// Drops a database [`fresh_postgres_database`] created, with any connection still open to it.
+pub fn drop_postgres_database(url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else { return };
+    let _ = Command::new("psql")
+        .args([postgres_admin_url().as_str(), "-q", "-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+        .stdin(Stdio::null())
+        .output();
 }
 
 /// Runs the suite against one target; `Ok(true)` when every case passed.

@@ -5,6 +5,8 @@ use resonate_gen::{check, render, write, Repo};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod bench;
+
 /// Renders a minimal, single-purpose Resonate server crate for one store and transport.
 ///
 /// The protocol lives in spec/ as data, each target in targets/<store>-<transport>.yaml, and the
@@ -48,6 +50,44 @@ enum Command {
         #[arg(long, conflicts_with = "target")]
         all: bool,
     },
+    /// Measure a target's cost and speed and hold it to the `budget:` in its manifest.
+    ///
+    /// Builds generated/<target> and resonate-load (tests/) in release, then measures, on 127.0.0.1:
+    ///   cost        stripped binary bytes; distinct crates in `cargo tree -e normal,build`
+    ///               (the crate itself excluded); lines of generated Rust in generated/<target>/src
+    ///   start-up    process start to the first answered POST / (a 404 promise.get counts),
+    ///               min/median/max over cold starts, each on a fresh store
+    ///   memory      VmRSS of the idle server after start and after the load runs
+    ///   load        closed-loop requests/s and p50/p99/p99.9 latency with 1, 4, 16 and 64
+    ///               keep-alive clients for two mixes: workflow (targeted promise.create,
+    ///               task.acquire, 4 task.fence, task.fulfill) and promise (create, get, settle)
+    ///
+    /// A full run takes about two minutes per target after the build and writes bench/<target>.md
+    /// (the tables, the machine, the date, the command) and bench/<target>.svg (a chart).
+    /// --quick (for CI) runs 1 s per mix with 1 and 16 clients and writes nothing unless --write.
+    /// Either way the command fails when the binary or the crate count exceeds the target's
+    /// budget, e.g. in targets/sqlite-http.yaml:
+    ///
+    ///   budget: { binary_bytes: 2400000, crates: 48 }
+    ///
+    /// Examples:
+    ///   resonate-gen bench --target sqlite-http     # full run, updates bench/sqlite-http.*
+    ///   resonate-gen bench --all --quick            # budgets and a smoke load, as tests/run does
+    #[command(verbatim_doc_comment)]
+    Bench {
+        /// The target to measure (a name from targets/), or --all.
+        #[arg(long, required_unless_present = "all")]
+        target: Option<String>,
+        /// Every target in targets/.
+        #[arg(long, conflicts_with = "target")]
+        all: bool,
+        /// Short runs for CI (1 s each, 1 and 16 clients); writes nothing into the repository.
+        #[arg(long)]
+        quick: bool,
+        /// Write bench/<target>.md and .svg even with --quick.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +125,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("resonate-gen: conformance failed for {}", failed.join(", "));
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Some(Command::Bench { target, all, quick, write }) => {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let command = format!("cargo run -p resonate-gen -- {}", args.join(" "));
+            let opts = bench::Options { quick, write, command };
+            let mut over = Vec::new();
+            for m in bench::select(&repo, target, all)? {
+                if !bench::bench(&repo, &m, &opts)? {
+                    over.push(m.name);
+                }
+            }
+            if over.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("resonate-gen: over budget: {} (see above; raise a budget only with a reason)", over.join(", "));
                 Ok(ExitCode::FAILURE)
             }
         }

@@ -20,12 +20,26 @@ pub struct Manifest {
     pub push: Push,
     /// Free text shown by `resonate-gen list` and in the generated README.
     pub description: String,
+    /// Limits `resonate-gen bench` holds the release build to; absent means no limits.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+}
+
+/// `budget: { binary_bytes: N, crates: N }`: the most the target may cost. Either key may be left out.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Size of the stripped release binary, in bytes.
+    pub binary_bytes: Option<u64>,
+    /// Distinct crates (name and version) in its normal and build dependency graph, itself excluded.
+    pub crates: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Store {
     Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -48,6 +62,7 @@ impl Store {
     pub fn name(self) -> &'static str {
         match self {
             Store::Sqlite => "sqlite",
+            Store::Postgres => "postgres",
         }
     }
 }

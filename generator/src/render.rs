@@ -42,6 +42,8 @@ pub struct RefusalView {
     pub literal: String,
     /// The message for doc comments, `{detail}` shown as `…`.
     pub text: String,
+    /// The message as an SQL string literal (`{detail}` kept, for `replace`).
+    pub sql: String,
     pub detail: bool,
 }
 
@@ -133,6 +135,14 @@ pub fn snake(s: &str) -> String {
     out
 }
 
+/// Kinds a PostgreSQL target answers in Rust rather than in its SQL functions.
+const RUST_ONLY_KINDS: [&str; 3] = ["debug.start", "debug.stop", "debug.tick"];
+
+/// `it's` -> `'it''s'`.
+pub fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 fn record_type(t: RecordType) -> &'static str {
     match t {
         RecordType::String => "String",
@@ -156,6 +166,7 @@ impl<'a> Ctx<'a> {
                 format: format!("{:?}", e.message.replace('{', "{{").replace('}', "}}").replace("{{detail}}", "{}")),
                 literal: format!("{:?}", e.message),
                 text: e.message.replace("{detail}", "…"),
+                sql: sql_literal(&e.message),
                 detail: e.has_detail(),
             })
             .collect();
@@ -306,6 +317,23 @@ impl<'a> Ctx<'a> {
         self.target.store == Store::Sqlite
     }
 
+    pub fn postgres(&self) -> bool {
+        self.target.store == Store::Postgres
+    }
+
+    /// The wire names of a state list (`PromiseState`, `TaskState`) as an SQL array literal.
+    pub fn sql_states(&self, name: &str) -> String {
+        let states = self.states.iter().find(|s| s.name == name).map(|s| &s.states[..]).unwrap_or_default();
+        let list: Vec<String> = states.iter().map(|(wire, _)| sql_literal(wire)).collect();
+        format!("ARRAY[{}]", list.join(", "))
+    }
+
+    /// The kinds the store's SQL answers (those not handled in Rust: `debug.start`, `debug.stop`
+    /// and `debug.tick` act on the process or need the cron module).
+    pub fn sql_requests(&self) -> impl Iterator<Item = &RequestView> {
+        self.requests.iter().filter(|r| !RUST_ONLY_KINDS.contains(&r.kind.as_str()))
+    }
+
     /// The protocol requests (not `debug.*`).
     pub fn protocol_requests(&self) -> impl Iterator<Item = &RequestView> {
         self.requests.iter().filter(|r| !r.debug)
@@ -352,6 +380,8 @@ templates! {
     MachineRs => "server/machine.rs",
     HttpRs => "transport/http/http.rs",
     DeliveryRs => "transport/http/delivery.rs",
+    PostgresStore => "store/postgres/store.rs",
+    PostgresSchema => "store/postgres/schema.sql",
 }
 
 /// Renders one target into its files, formatted and headed, in a fixed order.
@@ -391,7 +421,11 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
     add("src/main.rs", "server/main.rs", MainRs { c: &c }.render())?;
     add("src/config.rs", "server/config.rs", ConfigRs { c: &c }.render())?;
     add("src/protocol.rs", "server/protocol.rs", ProtocolRs { c: &c }.render())?;
-    add("src/machine.rs", "server/machine.rs", MachineRs { c: &c }.render())?;
+    // The Rust state machine runs over stores with a `Tx`; the PostgreSQL store runs the same
+    // transitions as server-side functions (store/postgres/schema.sql) instead.
+    if target.store == Store::Sqlite {
+        add("src/machine.rs", "server/machine.rs", MachineRs { c: &c }.render())?;
+    }
     // The cron module has nothing target-specific: it is copied as it is.
     add("src/cron.rs", "server/cron.rs", Ok(include_str!("../../templates/server/cron.rs").to_string()))?;
     match target.store {
@@ -400,6 +434,10 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
             "store/sqlite/store.rs",
             Ok(include_str!("../../templates/store/sqlite/store.rs").to_string()),
         )?,
+        Store::Postgres => {
+            add("src/store.rs", "store/postgres/store.rs", PostgresStore { c: &c }.render())?;
+            add("src/schema.sql", "store/postgres/schema.sql", PostgresSchema { c: &c }.render())?;
+        }
     }
     add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
     add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
@@ -410,12 +448,17 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
 /// Every refusal in the spec must be answered somewhere in the rendered code: a guard the spec
 /// lists but no template checks is a spec/template mismatch, caught at render time.
 fn check_refusals_used(c: &Ctx, files: &[File]) -> Result<()> {
-    // Definitions say `Self::X`; every `Refusal::X` is a place that answers it.
+    // Definitions say `Self::X`; every `Refusal::X` is a place that answers it. In SQL
+    // (PostgreSQL stores) the definitions say `WHEN 'x'` and every `refusal('x'` answers it.
     let code: String =
         files.iter().filter(|f| f.path.ends_with(".rs")).map(|f| f.contents.as_str()).collect();
+    let sql: String =
+        files.iter().filter(|f| f.path.ends_with(".sql")).map(|f| f.contents.as_str()).collect();
     let mut missing = BTreeMap::new();
     for r in &c.refusals {
-        if !code.contains(&format!("Refusal::{}", r.variant)) {
+        let in_rust = code.contains(&format!("Refusal::{}", r.variant));
+        let in_sql = sql.contains(&format!("refusal('{}'", r.id));
+        if !in_rust && !in_sql {
             missing.insert(r.id.clone(), r.variant.clone());
         }
     }

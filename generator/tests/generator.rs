@@ -132,8 +132,11 @@ fn check_reports_a_hand_edit_a_missing_file_and_an_extra_file() {
 fn the_check_command_fails_with_a_unified_diff() {
     let dir = scratch("cli-check");
     let bin = env!("CARGO_BIN_EXE_resonate-gen");
-    let render = Command::new(bin).current_dir(&dir).args(["--store", "sqlite", "--transport", "http"]).output().unwrap();
-    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    for m in Manifest::load_all(&dir.join("targets")).unwrap() {
+        let args = ["--store", m.store.name(), "--transport", m.transport.name()];
+        let render = Command::new(bin).current_dir(&dir).args(args).output().unwrap();
+        assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    }
     let ok = Command::new(bin).current_dir(&dir).arg("check").output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
 

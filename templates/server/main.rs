@@ -2,17 +2,31 @@
 //!
 //! {{ c.target.description }}.
 //!
+{% if c.sqlite() %}
 //! Layout: `protocol` (wire records and requests, rendered from spec/), `machine` (the
 //! protocol's transitions and internal rules), `store` (durable state), `http` (the `POST /`
 //! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
 //! (schedule expressions), `config` (flags and environment).
+{% else %}
+//! Layout: `protocol` (wire records and requests, rendered from spec/), `store` (the
+//! PostgreSQL store: a small connection pool, and `schema.sql`, whose server-side functions run
+//! the protocol's transitions and internal rules, one call per request), `http` (the `POST /`
+//! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
+//! (schedule expressions), `config` (flags and environment).
+{% endif %}
 
 mod config;
 mod cron;
 mod delivery;
 mod http;
+{% if c.sqlite() %}
 mod machine;
 mod protocol;
+{% else %}
+// The records and states document the wire; the SQL functions build them, so Rust never does.
+#[allow(dead_code)]
+mod protocol;
+{% endif %}
 mod store;
 
 use std::process::ExitCode;

@@ -151,20 +151,20 @@ fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> R
 }
 
 /// A nested request envelope (`task.create`, `task.fulfill`, `task.suspend`); its `head` is ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %})]
 pub struct Action<T> {
     pub data: T,
 }
 
 /// A nested envelope whose `data` is decoded by its kind (`task.fence`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %})]
 pub struct RawAction {
     pub kind: String,
     pub data: serde_json::Value,
 }
 
 /// A task a heartbeat names.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %})]
 pub struct TaskRef {
     pub id: String,
     pub version: i64,
@@ -179,7 +179,7 @@ pub struct TaskRef {
 {% endfor %}
 ///
 /// Success: {{ r.response }}.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %})]
 pub struct {{ r.variant }} {
 {% for f in r.fields %}
 {% if f.optional %}
@@ -217,6 +217,29 @@ pub enum Request {
 {% endfor %}
 }
 
+{% if c.postgres() %}
+impl Request {
+    /// The kind's wire name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+{% for r in c.requests %}
+            Request::{{ r.variant }}(_) => "{{ r.kind }}",
+{% endfor %}
+        }
+    }
+
+    /// The decoded `data` as JSON: absent and null fields defaulted, unknown fields dropped.
+    pub fn data(&self) -> String {
+        match self {
+{% for r in c.requests %}
+            Request::{{ r.variant }}(r) => serde_json::to_string(r),
+{% endfor %}
+        }
+        .expect("requests serialise")
+    }
+}
+
+{% endif %}
 /// Whether a kind belongs to the debug surface.
 pub fn is_debug(kind: &str) -> bool {
     kind.starts_with("debug.")

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use std::{env, thread};
 
@@ -33,6 +33,61 @@ fn target_dir() -> PathBuf {
     match env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
         Some(dir) => repo_root().join(dir),
         None => repo_root().join("target"),
+    }
+}
+
+/// The target the server suites run against: `RESONATE_TARGET`, by default `sqlite-http`.
+pub fn target() -> String {
+    env::var("RESONATE_TARGET").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "sqlite-http".to_string())
+}
+
+/// Where test databases are created: `RESONATE_POSTGRES_ADMIN_URL`, by default the local
+/// PostgreSQL as root over 127.0.0.1 (trust auth), database `postgres`.
+pub fn postgres_admin_url() -> String {
+    env::var("RESONATE_POSTGRES_ADMIN_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://root@127.0.0.1:5432/postgres".to_string())
+}
+
+/// Runs one SQL command with `psql` against `url`; returns its unaligned output.
+pub fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let output = Command::new("psql")
+        .args([url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("psql {sql}: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// A fresh, empty PostgreSQL database, dropped (with its connections) when the last
+/// server using it is gone, failing or not: a failing test's server log is kept.
+#[derive(Debug)]
+pub struct Database {
+    pub name: String,
+    pub url: String,
+}
+
+impl Database {
+    pub fn create() -> Database {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("resonate_test_{}_{n}", std::process::id());
+        let admin = postgres_admin_url();
+        let _ = psql(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        psql(&admin, &format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("cannot create a test database (is PostgreSQL running?): {e}"));
+        let base = admin.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap_or(admin);
+        Database { url: format!("{base}/{name}"), name }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = psql(&postgres_admin_url(), &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
     }
 }
 
@@ -96,21 +151,41 @@ pub struct Server {
     log: PathBuf,
     /// Whether a panic already showed the whole log, so dropping need not show it again.
     log_shown: bool,
+    /// The database of a PostgreSQL target, shared by its replicas.
+    pub database: Option<Arc<Database>>,
 }
 
 impl Server {
     /// Starts `bin args.. --server-port <free port> --server-bind 127.0.0.1` in a fresh
     /// temporary directory, its output appended to `server.log` there, and waits until
     /// `GET /health` answers 200. Panics with the log if it exits or is not ready in 15 s.
+    /// A PostgreSQL target (`resonate-postgres-*`) gets a fresh database of its own.
     pub fn start(bin: &Path, args: &[&str]) -> Server {
+        let postgres = bin.file_name().is_some_and(|n| n.to_string_lossy().starts_with("resonate-postgres"));
+        let database = postgres.then(|| Arc::new(Database::create()));
+        Server::start_on(bin, args, database)
+    }
+
+    /// Starts another process of this server's binary on the same database: a replica.
+    pub fn replica(&self, args: &[&str]) -> Server {
+        Server::start_on(&self.bin, args, self.database.clone())
+    }
+
+    /// Starts `bin` like [`Server::start`], on `database` when given.
+    pub fn start_on(bin: &Path, args: &[&str], database: Option<Arc<Database>>) -> Server {
         let dir = fresh_dir();
+        let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        if let Some(db) = &database {
+            args.extend(["--storage-postgres-url".to_string(), db.url.clone()]);
+        }
         let mut server = Server {
+            database,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
             log: dir.join("server.log"),
             dir,
             child: None,
             bin: bin.to_path_buf(),
-            args: args.iter().map(|arg| arg.to_string()).collect(),
+            args,
             log_shown: false,
         };
         server.launch();

@@ -1,5 +1,6 @@
-//! Concurrent clients against one `--debug` sqlite-http server per scenario (background loops
-//! paused by `debug.start`, every request stamped from a shared logical clock): each recorded
+//! Concurrent clients against one `--debug` server (`RESONATE_TARGET`, default sqlite-http) per
+//! scenario (background loops paused by `debug.start`, every request stamped from a shared
+//! logical clock): each recorded
 //! history must be linearizable, origin by origin, against the reference model, and no two
 //! acquisitions of one task version may both succeed. The checker itself must refuse bad histories.
 
@@ -8,7 +9,7 @@ use resonate_tests::linearize::{
     check, check_history, record, Event, History, ProtocolOp, Sequential, Session,
 };
 use resonate_tests::model::Model;
-use resonate_tests::server::{build, Server};
+use resonate_tests::server::{build, target, Server};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +29,7 @@ const LONG: i64 = 1_000_000;
 
 /// A `--debug` sqlite-http server, paused.
 fn start() -> Server {
-    let server = Server::start(&build("sqlite-http"), &["--debug"]);
+    let server = Server::start(&build(&target()), &["--debug"]);
     let (status, _) = call(&mut server.client(), "debug.start", json!({}), Some(START));
     assert_eq!(status, 200, "debug.start");
     server

@@ -8,7 +8,7 @@
 
 use resonate_tests::call;
 use resonate_tests::client::{Client, Sse};
-use resonate_tests::server::{build, repo_root, Server};
+use resonate_tests::server::{build, repo_root, target as target_under_test, Server};
 use serde_json::{json, Value};
 use serde_yaml::Value as Yaml;
 use std::collections::BTreeSet;
@@ -44,7 +44,7 @@ impl Rig {
     /// with `debug.start`.
     fn start(args: &[&str]) -> Rig {
         let args: Vec<&str> = ["--debug"].iter().chain(args).copied().collect();
-        let server = Server::start(&build("sqlite-http"), &args);
+        let server = Server::start(&build(&target_under_test()), &args);
         let mut rig = Rig { client: server.client(), server };
         assert_eq!(rig.ok("debug.start", json!({}), T), json!({}));
         rig
@@ -731,7 +731,7 @@ fn post(server: &Server, body: &str) -> Value {
 #[test]
 fn every_envelope_check_answers_its_refusal() {
     let errors = spec("errors.yaml");
-    let plain = Server::start(&build("sqlite-http"), &[]);
+    let plain = Server::start(&build(&target_under_test()), &[]);
     let r = Rig::start(&[]);
     let cases = [
         ("invalid_envelope", r#"{"kind":"promise.get","head":{"corrId":"x"},"data":{}}"#.to_string()),

@@ -93,6 +93,18 @@ impl Hub {
     }
 }
 
+{% if c.postgres() %}
+impl Hub {
+    /// The streams this process holds: their groups, and `group/id` of each.
+    pub fn streams(&self) -> (Vec<String>, Vec<String>) {
+        let groups = self.groups.lock().expect("hub lock");
+        let names = groups.keys().cloned().collect();
+        let streams = groups.iter().flat_map(|(g, streams)| streams.iter().map(move |s| format!("{g}/{}", s.id))).collect();
+        (names, streams)
+    }
+}
+
+{% endif %}
 /// The body of a `GET /poll` response: one `data:` event per message.
 pub struct Events {
     rx: mpsc::Receiver<Bytes>,
@@ -133,6 +145,7 @@ pub async fn run(store: Store, hub: Arc<Hub>, enqueued: Arc<Notify>, settings: A
             continue;
         }
         let at = now();
+{% if c.sqlite() %}
         let next = match store.outbox(at, BATCH).await {
             Ok(rows) => {
                 let full = rows.len() == BATCH;
@@ -142,6 +155,18 @@ pub async fn run(store: Store, hub: Arc<Hub>, enqueued: Arc<Notify>, settings: A
                 }
                 store.next_deferred().await.ok().flatten()
             }
+{% else %}
+        // Claims only what this replica can deliver: pushes, and poll:// messages for its streams.
+        let next = match store.outbox(at, BATCH, hub.streams()).await {
+            Ok((rows, next)) => {
+                let full = rows.len() == BATCH;
+                deliver(&store, &hub, rows).await;
+                if full {
+                    continue;
+                }
+                next
+            }
+{% endif %}
             Err(e) => {
                 crate::log!(Error, "cannot read the outbox: {e}");
                 Some(now() + BACKOFF_MIN_MS)
