@@ -710,14 +710,9 @@ impl Gen {
     fn schedule_data(&mut self) -> Value {
         let cron = if self.rng.chance(85) { self.rng.pick(&CRONS[..3]) } else { self.rng.pick(&CRONS[3..]) };
         let template = self.rng.pick(&["{{.id}}.{{.timestamp}}", "o1.x{{.timestamp}}", "{{.id}}"]);
-        let mut timeout = self.rng.pick(&[0, 1_000, 120_000, 10_000_000]);
+        let timeout = self.rng.pick(&[0, 1_000, 120_000, 10_000_000]);
         let tags = match self.rng.below(4) {
-            0 => {
-                // Internal promises only with deadlines no tick passes before creating them: the
-                // server stores such a promise settled at birth (a known departure, see the report).
-                timeout = self.rng.pick(&[0, 10_000_000]);
-                json!({})
-            }
+            0 => json!({}),
             1 => json!({ "resonate:target": self.rng.pick(&TARGETS) }),
             2 => json!({ "resonate:timer": "true" }),
             _ => json!({ "resonate:external": "true", "k": "v" }),

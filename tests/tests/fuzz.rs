@@ -4,7 +4,7 @@
 //! server binary (e.g. a mutant) instead of the freshly built `sqlite-http`.
 
 use resonate_tests::fuzz::run;
-use resonate_tests::server::{build, Server};
+use resonate_tests::server::{build, target, Server};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
 
 #[test]
 fn model_and_server_agree() {
-    let bin = env::<std::path::PathBuf>("FUZZ_BIN").unwrap_or_else(|| build("sqlite-http"));
+    let bin = env::<std::path::PathBuf>("FUZZ_BIN").unwrap_or_else(|| build(&target()));
     let server = Server::start(&bin, &["--debug", "--tasks-retry-timeout", &RETRY_TIMEOUT.to_string()]);
     let url = format!("http://localhost:{}", server.addr.port());
     let total: usize = env("FUZZ_STEPS").unwrap_or(STEPS);

@@ -335,7 +335,8 @@ END $$;
 CREATE OR REPLACE FUNCTION dispatch(t tasks, p promises, now bigint) RETURNS tasks
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF t.state <> 'pending' OR t.retry_at IS NULL OR t.retry_at > now OR p.state <> 'pending' THEN
+    IF t.state <> 'pending' OR t.retry_at IS NULL OR t.retry_at > now OR p.state <> 'pending'
+        OR p.timeout_at <= now THEN
         RETURN t;
     END IF;
     t.retry_at := now + current_setting('resonate.retry_timeout')::bigint;
@@ -364,12 +365,13 @@ END $$;
 
 -- Promise birth (machine.rs: birth). A promise whose deadline has passed is born settled by it;
 -- a targeted one gets its task, pending and dispatched (after resonate:delay), or fulfilled if
--- born dead. `born` is the creation instant (a schedule's occurrence, else now). Returns a row
+-- born dead. `born` is the creation instant (a schedule's occurrence, else now): a schedule's
+-- promise is born alive at its occurrence even when its deadline has passed since. Returns a row
 -- of NULLs when the id exists already (nothing is written then).
 CREATE OR REPLACE FUNCTION birth(pid text, timeout_at bigint, param jsonb, tags jsonb, born bigint, now bigint)
 RETURNS promises LANGUAGE plpgsql AS $$
 DECLARE
-    dead boolean := timeout_at <= now;
+    dead boolean := timeout_at <= born;
     p promises;
     t tasks;
 BEGIN

@@ -296,7 +296,8 @@ impl<'a> Machine<'a> {
     /// next retry is armed. The caller writes the task.
     fn dispatch(&self, t: &mut TaskRow, p: &Promise) -> Result<()> {
         let due = t.retry_at.is_some_and(|at| at <= self.now);
-        if t.state != TaskState::Pending || !due || p.state != PromiseState::Pending {
+        let alive = p.state == PromiseState::Pending && p.timeout_at > self.now;
+        if t.state != TaskState::Pending || !due || !alive {
             return Ok(());
         }
         t.retry_at = Some(self.now + self.settings.retry_timeout);
@@ -332,9 +333,10 @@ impl<'a> Machine<'a> {
     }
     /// Promise birth. A promise whose deadline has passed is born settled by it; a targeted one
     /// gets its task, pending and dispatched (after `resonate:delay`), or fulfilled if born dead.
-    /// `born` is the creation instant (a schedule's occurrence, else now).
+    /// `born` is the creation instant (a schedule's occurrence, else now): a schedule's promise
+    /// is born alive at its occurrence even when its deadline has passed since.
     fn birth(&self, r: PromiseCreate, born: i64) -> Result<Promise> {
-        let dead = r.timeout_at <= self.now;
+        let dead = r.timeout_at <= born;
         let p = Promise {
             state: if dead { deadline_state(&r.tags) } else { PromiseState::Pending },
             created_at: born.min(r.timeout_at),
