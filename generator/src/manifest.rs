@@ -18,8 +18,15 @@ pub struct Manifest {
     /// Which push addresses the server can deliver to besides poll:// streams.
     #[serde(default)]
     pub push: Push,
+    /// Inbound authentication: `jwt` checks a signed token on every request (spec/auth.yaml).
+    #[serde(default)]
+    pub auth: Auth,
     /// Free text shown by `resonate-gen list` and in the generated README.
     pub description: String,
+    /// Whether the server can delete settled promises older than a configured horizon (rule R8,
+    /// the `retention` option).
+    #[serde(default)]
+    pub retention: bool,
     /// Limits `resonate-gen bench` holds the release build to; absent means no limits.
     #[serde(default)]
     pub budget: Option<Budget>,
@@ -40,6 +47,7 @@ pub struct Budget {
 pub enum Store {
     Sqlite,
     Postgres,
+    Mysql,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -58,11 +66,22 @@ pub enum Push {
     Http,
 }
 
+/// Inbound authentication. `none` carries no token checks and no JWT crates at all; `jwt`
+/// verifies a JWT against a configured public key and scopes each token to an id prefix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    #[default]
+    None,
+    Jwt,
+}
+
 impl Store {
     pub fn name(self) -> &'static str {
         match self {
             Store::Sqlite => "sqlite",
             Store::Postgres => "postgres",
+            Store::Mysql => "mysql",
         }
     }
 }
@@ -75,18 +94,43 @@ impl Transport {
     }
 }
 
+/// The optional features spec/ may tie an option or a rule to.
+pub const FEATURES: &[&str] = &["jwt", "push", "retention"];
+
 impl Manifest {
-    /// Reads and validates one manifest; its name is the file stem and must be `<store>-<transport>`.
+    /// Whether the manifest turns on an optional feature named in spec/ (one of `FEATURES`).
+    pub fn has_feature(&self, feature: &str) -> bool {
+        match feature {
+            "push" => self.push == Push::Http,
+            "retention" => self.retention,
+            "jwt" => self.auth == Auth::Jwt,
+            _ => false,
+        }
+    }
+
+    /// The target name a store, transport and feature set must have:
+    /// `<store>-<transport>[-<feature>…]`, e.g. `sqlite-http` or `sqlite-http-jwt`.
+    pub fn name_for(store: Store, transport: Transport, auth: Auth) -> String {
+        let mut name = format!("{}-{}", store.name(), transport.name());
+        if auth == Auth::Jwt {
+            name.push_str("-jwt");
+        }
+        name
+    }
+
+    /// Reads and validates one manifest; its name is the file stem and must be
+    /// `<store>-<transport>[-<feature>…]` ([`Manifest::name_for`]).
     pub fn load(path: &Path) -> Result<Manifest> {
         let mut m: Manifest = read_yaml(path)?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        let expected = format!("{}-{}", m.store.name(), m.transport.name());
+        let expected = Manifest::name_for(m.store, m.transport, m.auth);
         if stem != expected {
             bail!(
-                "{}: a manifest with store {} and transport {} must be named {expected}.yaml",
+                "{}: a manifest with store {}, transport {} and auth {:?} must be named {expected}.yaml",
                 path.display(),
                 m.store.name(),
-                m.transport.name()
+                m.transport.name(),
+                m.auth
             );
         }
         m.name = expected;
@@ -107,9 +151,9 @@ impl Manifest {
         paths.iter().map(|p| Manifest::load(p)).collect()
     }
 
-    /// The manifest in `targets/` for a store and transport.
-    pub fn find(dir: &Path, store: Store, transport: Transport) -> Result<Manifest> {
-        let name = format!("{}-{}", store.name(), transport.name());
+    /// The manifest in `targets/` for a store, transport and auth.
+    pub fn find(dir: &Path, store: Store, transport: Transport, auth: Auth) -> Result<Manifest> {
+        let name = Manifest::name_for(store, transport, auth);
         let path = dir.join(format!("{name}.yaml"));
         if !path.exists() {
             let known: Vec<String> = Manifest::load_all(dir)?.into_iter().map(|m| m.name).collect();

@@ -4,7 +4,8 @@
 //! naming or type logic. Every `.rs` output is parsed with syn and printed with prettyplease, then
 //! prefixed with a stable `@generated` header (no version, no timestamp).
 
-use crate::manifest::{Manifest, Push, Store};
+use crate::auth::AuthView;
+use crate::manifest::{Auth, Manifest, Push, Store};
 use crate::spec::{Check, ConfigType, FieldType, RecordType, Spec};
 use anyhow::{anyhow, bail, Result};
 use askama::Template;
@@ -30,6 +31,10 @@ pub struct Ctx<'a> {
     /// The server's `--help` text, as a Rust string literal.
     pub help: String,
     pub push: bool,
+    /// Token checks (manifest `auth: jwt`); `None` renders no auth code at all.
+    pub auth: Option<AuthView>,
+    /// Rule R8 and the `retention` option (manifest `retention: true`).
+    pub retention: bool,
 }
 
 pub struct RefusalView {
@@ -107,6 +112,8 @@ pub struct OptionView {
     pub min: Option<i64>,
     pub doc: String,
     pub is_bool: bool,
+    /// Written like `7d` or `500ms`, held in milliseconds.
+    pub is_duration: bool,
 }
 
 /// `promise.create` -> `PromiseCreate`; `promise_id_required` -> `PromiseIdRequired`.
@@ -159,6 +166,7 @@ impl<'a> Ctx<'a> {
         let refusals = spec
             .errors
             .iter()
+            .filter(|(_, e)| e.feature.as_deref().is_none_or(|f| target.has_feature(f)))
             .map(|(id, e)| RefusalView {
                 id: id.clone(),
                 variant: camel(id),
@@ -262,6 +270,7 @@ impl<'a> Ctx<'a> {
             .iter()
             .filter(|o| {
                 o.stores.as_ref().is_none_or(|s| s.iter().any(|s| s == target.store.name()))
+                    && o.feature.as_deref().is_none_or(|f| target.has_feature(f))
             })
             .map(|o| OptionView {
                 flag: o.name.clone(),
@@ -269,7 +278,7 @@ impl<'a> Ctx<'a> {
                 field: snake(&o.name),
                 ty: match o.ty {
                     ConfigType::U16 => "u16",
-                    ConfigType::I64 => "i64",
+                    ConfigType::I64 | ConfigType::Duration => "i64",
                     ConfigType::Bool => "bool",
                     ConfigType::String => "String",
                 },
@@ -281,6 +290,7 @@ impl<'a> Ctx<'a> {
                 min: o.min,
                 doc: o.doc.clone(),
                 is_bool: o.ty == ConfigType::Bool,
+                is_duration: o.ty == ConfigType::Duration,
             })
             .collect();
         let states = spec
@@ -310,6 +320,8 @@ impl<'a> Ctx<'a> {
             requests,
             options,
             push: target.push == Push::Http,
+            auth: None,
+            retention: target.retention,
         }
     }
 
@@ -319,6 +331,15 @@ impl<'a> Ctx<'a> {
 
     pub fn postgres(&self) -> bool {
         self.target.store == Store::Postgres
+    }
+
+    pub fn mysql(&self) -> bool {
+        self.target.store == Store::Mysql
+    }
+
+    /// Whether the store runs the Rust state machine (`machine.rs`) over a `Tx`.
+    pub fn machine(&self) -> bool {
+        matches!(self.target.store, Store::Sqlite | Store::Mysql)
     }
 
     /// The wire names of a state list (`PromiseState`, `TaskState`) as an SQL array literal.
@@ -332,6 +353,21 @@ impl<'a> Ctx<'a> {
     /// and `debug.tick` act on the process or need the cron module).
     pub fn sql_requests(&self) -> impl Iterator<Item = &RequestView> {
         self.requests.iter().filter(|r| !RUST_ONLY_KINDS.contains(&r.kind.as_str()))
+    }
+
+    /// Whether some option is a duration, so the server carries a parser for them.
+    pub fn has_durations(&self) -> bool {
+        self.options.iter().any(|o| o.is_duration)
+    }
+
+    /// Whether requests carry a JWT (`auth: jwt`).
+    pub fn jwt(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// The departures from spec/choices.yaml this target makes (those of features it lacks are left out).
+    pub fn choices(&self) -> impl Iterator<Item = &crate::spec::Choice> {
+        self.spec.choices.iter().filter(|ch| ch.feature.as_deref().is_none_or(|f| self.target.has_feature(f)))
     }
 
     /// The protocol requests (not `debug.*`).
@@ -349,7 +385,11 @@ fn help_text(crate_name: &str, spec: &Spec, target: &Manifest, options: &[Option
         spec.protocol.version, target.description
     );
     for o in options {
-        let value = if o.is_bool { String::new() } else { format!(" <{}>", o.ty.to_lowercase()) };
+        let value = match (o.is_bool, o.is_duration) {
+            (true, _) => String::new(),
+            (_, true) => " <duration>".to_string(),
+            _ => format!(" <{}>", o.ty.to_lowercase()),
+        };
         text.push_str(&format!(
             "  --{}{value}\n      {} [env: {}] [default: {}]\n",
             o.flag, o.doc, o.env, o.default_doc
@@ -380,13 +420,22 @@ templates! {
     MachineRs => "server/machine.rs",
     HttpRs => "transport/http/http.rs",
     DeliveryRs => "transport/http/delivery.rs",
+    SqliteStore => "store/sqlite/store.rs",
     PostgresStore => "store/postgres/store.rs",
     PostgresSchema => "store/postgres/schema.sql",
+    AuthRs => "server/auth.rs",
+    MysqlStore => "store/mysql/store.rs",
 }
 
 /// Renders one target into its files, formatted and headed, in a fixed order.
 pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
-    let c = Ctx::new(spec, target);
+    let mut c = Ctx::new(spec, target);
+    // Built for every target, so a bad `auth` path in the spec fails every render.
+    let auth = AuthView::new(spec)?;
+    if target.auth == Auth::Jwt {
+        c.auth = Some(auth);
+    }
+    let c = c;
     let mut out = Vec::new();
     let mut add = |path: &str, template: &str, text: askama::Result<String>| -> Result<()> {
         let text = text.map_err(|e| anyhow!("templates/{template}: {e}"))?;
@@ -421,23 +470,23 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
     add("src/main.rs", "server/main.rs", MainRs { c: &c }.render())?;
     add("src/config.rs", "server/config.rs", ConfigRs { c: &c }.render())?;
     add("src/protocol.rs", "server/protocol.rs", ProtocolRs { c: &c }.render())?;
-    // The Rust state machine runs over stores with a `Tx`; the PostgreSQL store runs the same
-    // transitions as server-side functions (store/postgres/schema.sql) instead.
-    if target.store == Store::Sqlite {
+    if c.jwt() {
+        add("src/auth.rs", "server/auth.rs", AuthRs { c: &c }.render())?;
+    }
+    // The Rust state machine runs over stores with a `Tx` (SQLite, MySQL); the PostgreSQL store
+    // runs the same transitions as server-side functions (store/postgres/schema.sql) instead.
+    if c.machine() {
         add("src/machine.rs", "server/machine.rs", MachineRs { c: &c }.render())?;
     }
     // The cron module has nothing target-specific: it is copied as it is.
     add("src/cron.rs", "server/cron.rs", Ok(include_str!("../../templates/server/cron.rs").to_string()))?;
     match target.store {
-        Store::Sqlite => add(
-            "src/store.rs",
-            "store/sqlite/store.rs",
-            Ok(include_str!("../../templates/store/sqlite/store.rs").to_string()),
-        )?,
+        Store::Sqlite => add("src/store.rs", "store/sqlite/store.rs", SqliteStore { c: &c }.render())?,
         Store::Postgres => {
             add("src/store.rs", "store/postgres/store.rs", PostgresStore { c: &c }.render())?;
             add("src/schema.sql", "store/postgres/schema.sql", PostgresSchema { c: &c }.render())?;
         }
+        Store::Mysql => add("src/store.rs", "store/mysql/store.rs", MysqlStore { c: &c }.render())?,
     }
     add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
     add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;

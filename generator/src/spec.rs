@@ -21,6 +21,8 @@ pub struct Spec {
     pub rules: Rules,
     pub config: Config,
     pub choices: Vec<Choice>,
+    /// Inbound auth for targets with `auth: jwt` (`auth.yaml`).
+    pub auth: Auth,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +137,8 @@ pub struct Error {
     pub status: u16,
     pub message: String,
     pub source: ErrorSource,
+    /// Only targets whose manifest turns this feature on carry the refusal (all when absent).
+    pub feature: Option<String>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -164,6 +168,65 @@ pub struct Kind {
     pub guards: Vec<Guard>,
     pub effects: Vec<String>,
     pub response: String,
+    /// Which ids a token must cover to send this kind (targets with `auth: jwt`).
+    pub auth: KindAuth,
+}
+
+/// A kind's `auth`: `all`, or the ids it names as paths into the decoded request.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum KindAuth {
+    All(AuthAll),
+    Ids(Vec<AuthId>),
+}
+
+/// `all`: the kind reads or writes across ids (searches, `debug.*`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthAll {
+    All,
+}
+
+/// One id a kind names: a path such as `id`, `action.data.id` or `tasks[].id`, or
+/// `{ template: promiseId }` for a promise id template whose expansions must be covered.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AuthId {
+    Path(String),
+    Template {
+        template: String,
+    },
+}
+
+/// `auth.yaml`: inbound JWT authentication and per-id authorization.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// The manifest feature that carries it.
+    pub feature: String,
+    pub token: BTreeMap<String, String>,
+    /// Algorithms a token may name, by the type of the configured public key.
+    pub keys: AuthKeys,
+    pub claims: BTreeMap<String, String>,
+    pub checks: Vec<AuthCheck>,
+    pub poll_unauthorized: PlainReply,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthKeys {
+    pub rsa: Vec<String>,
+    pub ec: Vec<String>,
+    pub ed25519: Vec<String>,
+}
+
+/// An auth refusal and the envelope check it follows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthCheck {
+    pub error: String,
+    pub after: String,
+    pub when: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,6 +356,8 @@ pub struct ReadDiscipline {
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: String,
+    /// The manifest feature a rule belongs to (all targets when absent).
+    pub feature: Option<String>,
     pub when: String,
     pub effect: String,
     pub fires: Vec<String>,
@@ -329,6 +394,8 @@ pub struct ConfigOption {
     pub min: Option<i64>,
     /// Only targets with one of these stores carry the option (all when absent).
     pub stores: Option<Vec<String>>,
+    /// Only targets whose manifest turns this feature on carry the option (all when absent).
+    pub feature: Option<String>,
     pub doc: String,
 }
 
@@ -339,6 +406,9 @@ pub enum ConfigType {
     I64,
     Bool,
     String,
+    /// A length of time written `7d`, `12h`, `30m`, `10s`, `500ms` or a sum such as `1h30m`,
+    /// held in milliseconds.
+    Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,6 +418,8 @@ pub struct Choice {
     pub follows: String,
     pub choice: String,
     pub reason: String,
+    /// Only targets whose manifest turns this feature on make this choice (all when absent).
+    pub feature: Option<String>,
 }
 
 /// Reads one YAML file into `T`, naming the file and the key path on failure.
@@ -388,13 +460,14 @@ impl Spec {
             rules: read_yaml(&dir.join("rules.yaml"))?,
             config: read_yaml(&dir.join("config.yaml"))?,
             choices: read_yaml(&dir.join("choices.yaml"))?,
+            auth: read_yaml(&dir.join("auth.yaml"))?,
         };
         spec.validate(dir)?;
         Ok(spec)
     }
 
     /// Cross-file rules that serde cannot see: every named error exists, every error is used,
-    /// nested actions name real kinds.
+    /// nested actions name real kinds, features are ones a manifest can turn on.
     fn validate(&self, dir: &Path) -> Result<()> {
         let mut used = std::collections::BTreeSet::new();
         let mut need = |file: &str, at: String, error: &str| -> Result<()> {
@@ -409,6 +482,17 @@ impl Spec {
         };
         for (i, g) in self.protocol.envelope.checks.iter().enumerate() {
             need("protocol.yaml", format!("envelope.checks[{i}].error"), &g.error)?;
+        }
+        for (i, c) in self.auth.checks.iter().enumerate() {
+            need("auth.yaml", format!("checks[{i}].error"), &c.error)?;
+            let known = self.protocol.envelope.checks.iter().any(|g| g.error == c.after);
+            if !known {
+                bail!(
+                    "{}: at `checks[{i}].after`: `{}` is not an envelope check of protocol.yaml",
+                    dir.join("auth.yaml").display(),
+                    c.after
+                );
+            }
         }
         for (name, kind) in &self.kinds {
             for (i, f) in kind.fields.iter().enumerate() {
@@ -444,6 +528,21 @@ impl Spec {
             }
             for (i, g) in kind.guards.iter().enumerate() {
                 need("kinds.yaml", format!("{name}.guards[{i}].error"), &g.error)?;
+            }
+        }
+        let features = self
+            .config
+            .options
+            .iter()
+            .map(|o| ("config.yaml", &o.name, &o.feature))
+            .chain(self.rules.rules.iter().map(|(name, r)| ("rules.yaml", name, &r.feature)));
+        for (file, name, feature) in features {
+            if let Some(f) = feature.as_deref().filter(|f| !crate::manifest::FEATURES.contains(f)) {
+                bail!(
+                    "{}: at `{name}.feature`: unknown feature `{f}` (manifests know {})",
+                    dir.join(file).display(),
+                    crate::manifest::FEATURES.join(", ")
+                );
             }
         }
         if let Some(unused) = self.errors.keys().find(|e| !used.contains(*e)) {

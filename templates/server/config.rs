@@ -11,6 +11,16 @@ pub struct Settings {
     pub server_url: String,
     /// Set by debug.start: background rules and delivery pause.
     pub paused: AtomicBool,
+    /// Most messages per address kept for another attempt after a failed delivery.
+    pub retry_cap: i64,
+{% if c.push %}
+    /// ms a push may take before it counts as failed.
+    pub push_timeout: i64,
+{% endif %}
+{% if c.retention %}
+    /// ms after settlement a promise is deleted (rule R8); 0 keeps everything.
+    pub retention: i64,
+{% endif %}
 }
 
 /// The server's settings.
@@ -80,6 +90,10 @@ impl Config {
             "{{ o.flag }}" => {
 {% if o.ty == "String" %}
                 self.{{ o.field }} = value.to_string();
+{% else if o.is_duration %}
+                self.{{ o.field }} = duration_ms(value).ok_or_else(|| {
+                    format!("{source}: expected a duration such as 7d, 12h, 30m, 10s, 500ms or 1h30m, got '{value}'")
+                })?;
 {% else if o.is_bool %}
                 self.{{ o.field }} = match value {
                     "true" | "1" | "yes" => true,
@@ -109,6 +123,13 @@ impl Config {
             retry_timeout: self.tasks_retry_timeout,
             server_url: self.server_url(),
             paused: AtomicBool::new(false),
+            retry_cap: self.messages_retry_cap,
+{% if c.push %}
+            push_timeout: self.transports_http_push_request_timeout,
+{% endif %}
+{% if c.retention %}
+            retention: self.retention,
+{% endif %}
         }
     }
 
@@ -121,3 +142,53 @@ impl Config {
         }
     }
 }
+{% if c.has_durations() %}
+
+/// Milliseconds in a duration written as a sum of `<number><unit>` terms, units `d`, `h`, `m`,
+/// `s` and `ms` (`7d`, `1h30m`); a bare number is milliseconds. None if malformed or too long.
+fn duration_ms(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return (ms >= 0).then_some(ms);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: i64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let number: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "d" => 86_400_000,
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1_000,
+            "ms" => 1,
+            _ => return None,
+        };
+        rest = &rest[unit..];
+        total = total.checked_add(number.checked_mul(scale)?)?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("7d"), Some(7 * 86_400_000));
+        assert_eq!(duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(duration_ms("500ms"), Some(500));
+        assert_eq!(duration_ms("10s"), Some(10_000));
+        assert_eq!(duration_ms("250"), Some(250));
+        assert_eq!(duration_ms("0"), Some(0));
+        for bad in ["", "-1", "d", "7x", "1h30", "ms", "99999999999999d", "1.5h"] {
+            assert_eq!(duration_ms(bad), None, "{bad}");
+        }
+    }
+}
+{% endif %}

@@ -16,6 +16,7 @@
 //! delivery loop.
 use crate::config::{Config, Settings};
 use crate::cron::Cron;
+use crate::delivery::Deliveries;
 use crate::protocol::{Fenced, Refusal, Reply, Request};
 use serde::Deserialize;
 use serde_json::json;
@@ -222,15 +223,20 @@ impl Pool {
         })
     }
     /// A new connection: the schema on the search path, this process's settings for the
-    /// functions (`resonate.retry_timeout`, `resonate.server_url`), the statements prepared.
+    /// functions (`resonate.retry_timeout`, `resonate.server_url`, `resonate.retention`), the statements prepared.
     async fn open(&self) -> Result<Conn> {
         let client = connect(&self.config).await?;
         client
             .query_one(
                 "SELECT set_config('search_path', 'resonate', false),
                         set_config('resonate.retry_timeout', $1, false),
-                        set_config('resonate.server_url', $2, false)",
-                &[&self.settings.retry_timeout.to_string(), &self.settings.server_url],
+                        set_config('resonate.server_url', $2, false),
+                        set_config('resonate.retention', $3, false)",
+                &[
+                    &self.settings.retry_timeout.to_string(),
+                    &self.settings.server_url,
+                    &self.settings.retention.to_string(),
+                ],
             )
             .await?;
         let sql = Statements {
@@ -254,7 +260,7 @@ impl Pool {
                 .await?,
             record: client
                 .prepare(
-                    "SELECT resonate.record_delivery($1::text::jsonb, $2::text::jsonb)",
+                    "SELECT resonate.record_delivery($1::text::jsonb, $2::text::jsonb, $3::text::jsonb, $4::int4)",
                 )
                 .await?,
             ping: client.prepare("SELECT 1").await?,
@@ -472,7 +478,7 @@ impl Store {
         }
         self.pass(&conn, now, false).await
     }
-    /// Rules R1, R5, R6 in SQL, then R7 with occurrences computed here; true when more work may
+    /// Rules R1, R5, R6, R8 in SQL, then R7 with occurrences computed here; true when more work may
     /// remain. A `patient` pass (debug.tick) waits for rows that requests hold instead of
     /// skipping them, and is repeated when PostgreSQL aborts it to break a deadlock.
     async fn pass(&self, conn: &Conn, now: i64, patient: bool) -> Result<bool> {
@@ -556,38 +562,42 @@ impl Store {
             .collect::<Result<_>>()?;
         Ok((rows, claim.next))
     }
-    /// Removes delivered messages (`(key, message)`) and postpones failed ones (`(key, message, until)`).
-    pub async fn record_delivery(
-        &self,
-        delivered: Vec<(String, String)>,
-        deferred: Vec<(String, String, i64)>,
-    ) -> Result<()> {
+    /// Records what became of messages handed to the transports; returns how many failed
+    /// messages the retry cap dropped.
+    pub async fn record_delivery(&self, d: Deliveries) -> Result<usize> {
         let message = |m: &str| swap_chars(
             serde_json::from_str(m).unwrap_or_default(),
             '\0',
             NUL_STAND_IN,
         );
-        let done: Vec<_> = delivered
+        let done: Vec<_> = d
+            .done
             .iter()
             .map(|(k, m)| json!({ "key" : k, "message" : message(m) }))
             .collect();
-        let later: Vec<_> = deferred
-            .iter()
-            .map(|(k, m, until)| {
-                json!({ "key" : k, "message" : message(m), "until" : until })
-            })
-            .collect();
+        let later = |rows: &[(String, String, i64)]| {
+            let rows: Vec<_> = rows
+                .iter()
+                .map(|(k, m, until)| {
+                    json!({ "key" : k, "message" : message(m), "until" : until })
+                })
+                .collect();
+            json!(rows).to_string()
+        };
+        let cap = i32::try_from(self.inner.settings.retry_cap).unwrap_or(i32::MAX);
         let conn = self.inner.pool.get().await?;
-        conn.client
-            .execute(
+        let dropped: i32 = conn
+            .client
+            .query_one(
                 &conn.sql.record,
-                &[&json!(done).to_string(), &json!(later).to_string()],
+                &[&json!(done).to_string(), &later(&d.held), &later(&d.failed), &cap],
             )
-            .await?;
-        if !deferred.is_empty() {
+            .await?
+            .get(0);
+        if !d.failed.is_empty() {
             self.inner.enqueued.notify_one();
         }
-        Ok(())
+        Ok(usize::try_from(dropped).unwrap_or(0))
     }
 }
 /// Creates or updates the schema: one transaction under an advisory lock, skipped when the

@@ -3,10 +3,14 @@
 //! Delivery of queued messages: `poll://` addresses to connected SSE streams, `http://`
 //! addresses by one POST each.
 //!
-//! A message stays in the outbox until a stream took it or a push endpoint answered 2xx. An
-//! execute that finds no stream is dropped (the task's retry sends a new one); anything else that
-//! cannot be delivered is retried with exponential backoff. The loop sleeps until a commit queues
-//! a message, a stream connects, or a deferred message falls due: an idle server does no work.
+//! At least once: a message stays in the outbox until a stream wrote it to its connection or a
+//! push endpoint answered 2xx. While a stream or a push has it, the row is held (not due again
+//! for a while), so a stream that drops before writing it, or a process killed meanwhile, only
+//! delays it. An execute that finds no stream is dropped (rule R6 queues a new one while the task
+//! is pending); anything else that cannot be delivered is retried with exponential backoff, and
+//! the failed messages of one address are capped (`messages-retry-cap`) so a dead endpoint
+//! cannot grow the outbox without bound. The loop sleeps until a commit queues a message, a
+//! stream connects or writes, or a deferred message falls due: an idle server does no work.
 use crate::http::now;
 use crate::config::Settings;
 use crate::store::{Outgoing, Store};
@@ -27,20 +31,39 @@ const BATCH: usize = 256;
 /// Backoff bounds for a message that could not be delivered.
 const BACKOFF_MIN_MS: i64 = 1_000;
 const BACKOFF_MAX_MS: i64 = 60_000;
-/// How long a push may take before it counts as failed; the message is not retried before.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a message handed to a stream is held before it is sent again, should the stream
+/// close before writing it.
+const STREAM_HOLD_MS: i64 = 10_000;
+/// What became of messages handed to the transports, for the store to record.
+#[derive(Default)]
+pub struct Deliveries {
+    /// `(key, message)` accepted: removed, unless a newer message replaced it meanwhile.
+    pub done: Vec<(String, String)>,
+    /// `(key, message, until)` with a stream or a push: not due again before `until`.
+    pub held: Vec<(String, String, i64)>,
+    /// `(key, message, until)` failed: one more attempt counted, due again at `until`.
+    pub failed: Vec<(String, String, i64)>,
+}
 /// The connected SSE streams, by worker group.
 #[derive(Default)]
 pub struct Hub {
     groups: Mutex<HashMap<String, Vec<Stream>>>,
-    /// Notified when a stream connects, so queued messages for it go out.
+    /// Notified when a stream connects, so queued messages for it go out, or wrote a message.
     connected: Notify,
+    /// `(key, message)` of the messages streams wrote, for the loop to record as delivered.
+    written: Mutex<Vec<(String, String)>>,
     next_key: AtomicU64,
+}
+/// A message on its way to a stream: the SSE frame, and the outbox row it came from.
+struct Sent {
+    frame: Bytes,
+    key: String,
+    message: String,
 }
 struct Stream {
     key: u64,
     id: String,
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<Sent>,
 }
 impl Hub {
     /// Registers a stream for `group`/`id`; it is removed when the response body is dropped.
@@ -75,10 +98,10 @@ impl Hub {
             }
         }
     }
-    /// Hands a frame to the stream a `poll://cast@group[/id]` address names: `uni` only to the
+    /// Hands a message to the stream a `poll://cast@group[/id]` address names: `uni` only to the
     /// stream with that id; `any` to that id if connected, else to any stream of the group.
     /// Returns whether a stream took it.
-    fn send(&self, address: &str, frame: &Bytes) -> bool {
+    fn send(&self, address: &str, key: &str, message: &str) -> bool {
         let Some((cast, path)) = address
             .strip_prefix("poll://")
             .and_then(|a| a.split_once('@')) else {
@@ -90,8 +113,13 @@ impl Hub {
         };
         let groups = self.groups.lock().expect("hub lock");
         let Some(streams) = groups.get(group) else { return false };
+        let sent = || Sent {
+            frame: Bytes::from(format!("data: {message}\n\n")),
+            key: key.to_string(),
+            message: message.to_string(),
+        };
         let named = streams.iter().filter(|s| Some(s.id.as_str()) == id);
-        if named.clone().any(|s| s.frames.try_send(frame.clone()).is_ok()) {
+        if named.clone().any(|s| s.frames.try_send(sent()).is_ok()) {
             return true;
         }
         if cast != "any" || streams.is_empty() {
@@ -104,12 +132,16 @@ impl Hub {
             .cycle()
             .skip(start)
             .take(streams.len())
-            .any(|s| s.frames.try_send(frame.clone()).is_ok())
+            .any(|s| s.frames.try_send(sent()).is_ok())
+    }
+    /// Takes the `(key, message)` of every message a stream wrote since the last call.
+    fn take_written(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.written.lock().expect("hub lock"))
     }
 }
 /// The body of a `GET /poll` response: one `data:` event per message.
 pub struct Events {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Sent>,
     hub: Arc<Hub>,
     group: String,
     key: u64,
@@ -117,11 +149,21 @@ pub struct Events {
 impl Body for Events {
     type Data = Bytes;
     type Error = Infallible;
+    /// Yields the next frame to hyper, which writes it to the connection; from here on the
+    /// message counts as delivered.
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|frame| frame.map(|f| Ok(Frame::data(f))))
+        self.rx
+            .poll_recv(cx)
+            .map(|sent| {
+                sent.map(|Sent { frame, key, message }| {
+                    self.hub.written.lock().expect("hub lock").push((key, message));
+                    self.hub.connected.notify_one();
+                    Ok(Frame::data(frame))
+                })
+            })
     }
 }
 impl Drop for Events {
@@ -148,11 +190,22 @@ pub async fn run(
             tokio::time::sleep(PAUSED_POLL).await;
             continue;
         }
+        let written = hub.take_written();
+        if !written.is_empty() {
+            record(
+                    &store,
+                    Deliveries {
+                        done: written,
+                        ..Deliveries::default()
+                    },
+                )
+                .await;
+        }
         let at = now();
         let next = match store.outbox(at, BATCH).await {
             Ok(rows) => {
                 let full = rows.len() == BATCH;
-                deliver(&store, &hub, rows).await;
+                deliver(&store, &hub, &settings, rows).await;
                 if full {
                     continue;
                 }
@@ -173,62 +226,98 @@ pub async fn run(
     }
 }
 /// One pass over due messages.
-async fn deliver(store: &Store, hub: &Arc<Hub>, rows: Vec<Outgoing>) {
-    let mut delivered = Vec::new();
-    let mut deferred = Vec::new();
+async fn deliver(
+    store: &Store,
+    hub: &Arc<Hub>,
+    settings: &Settings,
+    rows: Vec<Outgoing>,
+) {
+    let mut out = Deliveries::default();
+    let mut pushes = Vec::new();
     for Outgoing { key, address, message, attempts } in rows {
         if address.starts_with("poll://") {
-            let frame = Bytes::from(format!("data: {message}\n\n"));
-            if hub.send(&address, &frame) || key.starts_with("execute:") {
-                delivered.push((key, message));
+            if hub.send(&address, &key, &message) {
+                out.held.push((key, message, now() + STREAM_HOLD_MS));
+            } else if key.starts_with("execute:") {
+                out.done.push((key, message));
             } else {
-                deferred.push((key, message, now() + backoff(attempts)));
+                out.failed.push((key, message, now() + backoff(attempts)));
             }
             continue;
         }
         if address.starts_with("http://") {
-            deferred
-                .push((
-                    key.clone(),
-                    message.clone(),
-                    now() + PUSH_TIMEOUT.as_millis() as i64,
-                ));
-            let store = store.clone();
-            tokio::spawn(async move {
-                let ok = matches!(
-                    tokio::time::timeout(PUSH_TIMEOUT, push(& address, & message)).
-                    await, Ok(Ok(true))
-                );
-                if !ok {
-                    crate::log!(
-                        Warn, "push to {address} failed (attempt {})", attempts + 1
-                    );
-                }
-                let outcome = if ok {
-                    store.record_delivery(vec![(key, message)], Vec::new())
-                } else {
-                    store
-                        .record_delivery(
-                            Vec::new(),
-                            vec![(key, message, now() + backoff(attempts))],
-                        )
-                };
-                let _ = outcome.await;
-            });
+            out.held.push((key.clone(), message.clone(), now() + settings.push_timeout));
+            pushes
+                .push(Outgoing {
+                    key,
+                    address,
+                    message,
+                    attempts,
+                });
             continue;
         }
         crate::log!(Warn, "this server cannot deliver to {address}");
         if key.starts_with("execute:") {
-            delivered.push((key, message));
+            out.done.push((key, message));
         } else {
-            deferred.push((key, message, now() + BACKOFF_MAX_MS));
+            out.failed.push((key, message, now() + BACKOFF_MAX_MS));
         }
     }
-    if delivered.is_empty() && deferred.is_empty() {
+    record(store, out).await;
+    for outgoing in pushes {
+        tokio::spawn(push_one(store.clone(), outgoing, settings.push_timeout));
+    }
+}
+/// One push attempt, its outcome recorded: delivered on a 2xx, else failed with backoff.
+async fn push_one(
+    store: Store,
+    Outgoing { key, address, message, attempts }: Outgoing,
+    timeout: i64,
+) {
+    let pushed = tokio::time::timeout(
+            Duration::from_millis(timeout as u64),
+            push(&address, &message),
+        )
+        .await;
+    let outcome = match pushed {
+        Ok(Ok(true)) => {
+            Deliveries {
+                done: vec![(key, message)],
+                ..Deliveries::default()
+            }
+        }
+        failure => {
+            let why = match failure {
+                Ok(Ok(_)) => "answered with a non-2xx status".to_string(),
+                Ok(Err(e)) => e,
+                Err(_) => format!("no answer within {timeout} ms"),
+            };
+            crate::log!(
+                Warn, "push to {address} failed (attempt {}): {why}", attempts + 1
+            );
+            Deliveries {
+                failed: vec![(key, message, now() + backoff(attempts))],
+                ..Deliveries::default()
+            }
+        }
+    };
+    record(&store, outcome).await;
+}
+/// Records what became of messages, and says when the retry cap dropped some.
+async fn record(store: &Store, deliveries: Deliveries) {
+    if deliveries.done.is_empty() && deliveries.held.is_empty()
+        && deliveries.failed.is_empty()
+    {
         return;
     }
-    if let Err(e) = store.record_delivery(delivered, deferred).await {
-        crate::log!(Error, "cannot update the outbox: {e}");
+    match store.record_delivery(deliveries).await {
+        Ok(0) => {}
+        Ok(dropped) => {
+            crate::log!(
+                Warn, "dropped {dropped} failed messages over messages-retry-cap"
+            )
+        }
+        Err(e) => crate::log!(Error, "cannot update the outbox: {e}"),
     }
 }
 /// POSTs one message to an `http://host[:port][/path]` address; true on a 2xx answer.

@@ -11,7 +11,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -22,6 +22,12 @@ use tokio::sync::Notify;
 /// Requests larger than this are refused with 413 before they are parsed.
 const BODY_LIMIT: usize = 2097152;
 const TOO_LARGE: &str = "Failed to buffer the request body: length limit exceeded";
+/// How long a client may take to send a request's header, and then its body. A slow or silent
+/// client (slowloris) is cut off: a header not complete in time closes the connection (hyper's
+/// header read timeout, which also closes a kept-alive connection idle that long), a body not
+/// complete in time is answered 408. Each open connection costs a task and a descriptor.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const TOO_SLOW: &str = "Request body not received within 10 s";
 /// The retired REST API answers 410 with this body.
 const GONE: &str = r#"{"error":"This endpoint is no longer supported. Please update to the latest SDK."}"#;
 const GONE_PATHS: [&str; 3] = ["/promises", "/schedules", "/tasks"];
@@ -87,6 +93,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 async move { Ok::<_, Infallible>(app.route(req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -198,9 +206,15 @@ impl App {
         r
     }
     async fn rpc(&self, req: hyper::Request<Incoming>) -> Response<Body> {
-        let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return reply(413, Some("text/plain"), TOO_LARGE),
+        let body = match tokio::time::timeout(
+                READ_TIMEOUT,
+                Limited::new(req.into_body(), BODY_LIMIT).collect(),
+            )
+            .await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            Err(_) => return reply(408, Some("text/plain"), TOO_SLOW),
+            Ok(Err(_)) => return reply(413, Some("text/plain"), TOO_LARGE),
         };
         let env: Envelope = match serde_json::from_slice(&body) {
             Ok(env) => env,

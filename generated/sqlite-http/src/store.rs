@@ -12,6 +12,7 @@
 //! a pending external promise (rule R1); `tasks.due_at` is the lease deadline of an acquired task
 //! (R5) or the retry instant of a pending one (R6).
 use crate::config::{Config, Settings};
+use crate::delivery::Deliveries;
 use crate::machine::{armed_at, Machine, TaskRow};
 use crate::protocol::{
     Promise, PromiseState, Reply, Request, Schedule, TaskState, Tags, Value,
@@ -69,6 +70,10 @@ CREATE TABLE IF NOT EXISTS schedules (
     next_run_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules (next_run_at);
+
+CREATE INDEX IF NOT EXISTS promises_settled ON promises (settled_at) WHERE settled_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS promises_pending ON promises (timeout_at) WHERE state = 'pending';
+
 ";
 /// The most steps one transaction carries.
 const MAX_BATCH: usize = 256;
@@ -167,20 +172,21 @@ impl Store {
     pub async fn outbox(&self, now: i64, limit: usize) -> Result<Vec<Outgoing>> {
         self.run(move |tx| tx.outbox(now, limit)).await
     }
-    /// Removes delivered messages (`(key, message)`) and postpones failed ones (`(key, message, until)`).
-    pub async fn record_delivery(
-        &self,
-        delivered: Vec<(String, String)>,
-        deferred: Vec<(String, String, i64)>,
-    ) -> Result<()> {
+    /// Records what became of messages handed to the transports; returns how many failed
+    /// messages the retry cap dropped.
+    pub async fn record_delivery(&self, d: Deliveries) -> Result<usize> {
+        let cap = self.settings.retry_cap;
         self.run(move |tx| {
-                for (key, message) in &delivered {
+                for (key, message) in &d.done {
                     tx.delivered(key, message)?;
                 }
-                for (key, message, until) in &deferred {
-                    tx.defer(key, message, *until)?;
+                for (key, message, until) in &d.held {
+                    tx.defer(key, message, *until, false)?;
                 }
-                Ok(())
+                for (key, message, until) in &d.failed {
+                    tx.defer(key, message, *until, true)?;
+                }
+                if d.failed.is_empty() { Ok(0) } else { tx.cap_failed(cap) }
             })
             .await
     }
@@ -479,14 +485,34 @@ impl Tx<'_> {
             .execute([key, message])?;
         Ok(())
     }
-    /// Postpones a message that could not be delivered.
-    fn defer(&self, key: &str, message: &str, not_before: i64) -> Result<()> {
+    /// Postpones a message, counting an attempt if it `failed` (else a stream or push holds it).
+    fn defer(
+        &self,
+        key: &str,
+        message: &str,
+        not_before: i64,
+        failed: bool,
+    ) -> Result<()> {
         self.conn
             .prepare_cached(
-                "UPDATE outbox SET attempts = attempts + 1, not_before = ?3 WHERE key = ?1 AND message = ?2",
+                "UPDATE outbox SET attempts = attempts + ?4, not_before = ?3 WHERE key = ?1 AND message = ?2",
             )?
-            .execute(params![key, message, not_before])?;
+            .execute(params![key, message, not_before, i64::from(failed)])?;
         Ok(())
+    }
+    /// Drops the oldest failed messages of every address beyond `cap`; returns how many.
+    fn cap_failed(&self, cap: i64) -> Result<usize> {
+        Ok(
+            self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM outbox WHERE rowid IN (
+                   SELECT rowid FROM (SELECT rowid, row_number() OVER (PARTITION BY address ORDER BY rowid DESC) AS n
+                                      FROM outbox WHERE attempts > 0)
+                   WHERE n > ?1)",
+                )?
+                .execute([cap])?,
+        )
     }
     /// The earliest instant a deferred message is due, if any.
     fn next_deferred(&self) -> Result<Option<i64>> {
@@ -545,6 +571,42 @@ impl Tx<'_> {
             now,
             limit,
         )
+    }
+    /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
+    /// them first, so their drains run).
+    pub fn overdue_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT id FROM promises WHERE state = 'pending' AND timeout_at <= ?1 ORDER BY timeout_at LIMIT ?2",
+            horizon,
+            limit,
+        )
+    }
+    /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
+    /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
+    pub fn expired_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT p.id FROM promises p
+             WHERE p.settled_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM promises o
+                   WHERE o.id = json_extract(p.tags, '$.\"resonate:origin\"') AND o.state = 'pending')
+               AND NOT EXISTS (SELECT 1 FROM tasks t, json_each(t.resumes) r
+                   WHERE t.state != 'fulfilled' AND r.value = p.id)
+             ORDER BY p.settled_at LIMIT ?2",
+            horizon,
+            limit,
+        )
+    }
+    /// Deletes a promise, its task and the callbacks it registered as awaiter.
+    pub fn purge_promise(&self, id: &str) -> Result<()> {
+        for sql in [
+            "DELETE FROM promises WHERE id = ?1",
+            "DELETE FROM tasks WHERE id = ?1",
+            "DELETE FROM callbacks WHERE awaiter = ?1",
+            "DELETE FROM listeners WHERE awaited = ?1",
+        ] {
+            self.conn.prepare_cached(sql)?.execute([id])?;
+        }
+        Ok(())
     }
     fn ids(&self, sql: &str, now: i64, limit: usize) -> Result<Vec<String>> {
         let ids = self

@@ -91,6 +91,10 @@ CREATE TABLE IF NOT EXISTS schedules (
     next_run_at bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules (next_run_at);
+{% if c.retention %}
+CREATE INDEX IF NOT EXISTS promises_settled ON promises (settled_at) WHERE settled_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS promises_pending ON promises (timeout_at) WHERE state = 'pending';
+{% endif %}
 
 DO $$ BEGIN
     CREATE TYPE reply AS (status integer, body jsonb);
@@ -939,8 +943,22 @@ DECLARE
     p promises;
     t tasks;
     was tasks;
+{% if c.retention %}
+    retention bigint := current_setting('resonate.retention')::bigint;
+    purged integer := 0;
+{% endif %}
 BEGIN
+{% if c.retention %}
+    -- R1 for armed promises, and (rule R8) for stored-pending ones overdue past the retention
+    -- horizon, so their drains run before they are deleted below.
+    FOR candidate IN SELECT id FROM (
+            SELECT id, armed_at AS due FROM promises WHERE armed_at <= now
+            UNION
+            SELECT id, timeout_at FROM promises WHERE retention > 0 AND state = 'pending' AND timeout_at <= now - retention
+        ) due ORDER BY due LIMIT batch LOOP
+{% else %}
     FOR candidate IN SELECT id FROM promises WHERE armed_at <= now ORDER BY armed_at LIMIT batch LOOP
+{% endif %}
         IF NOT patient THEN
             PERFORM 1 FROM promises WHERE id = candidate FOR UPDATE SKIP LOCKED;
             CONTINUE WHEN NOT FOUND;
@@ -970,8 +988,31 @@ BEGIN
             PERFORM update_task(t);
         END IF;
     END LOOP;
+{% if c.retention %}
+    -- Rule R8: delete the promises settled before the horizon that nothing pending may still
+    -- read, with their tasks.
+    IF retention > 0 THEN
+        FOR candidate IN SELECT e.id FROM promises e
+                WHERE e.settled_at <= now - retention
+                  AND NOT EXISTS (SELECT 1 FROM promises o WHERE o.id = e.tags->>'resonate:origin' AND o.state = 'pending')
+                  AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.state <> 'fulfilled' AND e.id = ANY (w.resumes))
+                ORDER BY e.settled_at LIMIT batch LOOP
+            IF patient THEN
+                PERFORM 1 FROM promises WHERE id = candidate FOR UPDATE;
+            ELSE
+                PERFORM 1 FROM promises WHERE id = candidate FOR UPDATE SKIP LOCKED;
+                CONTINUE WHEN NOT FOUND;
+            END IF;
+            DELETE FROM promises WHERE id = candidate;
+            DELETE FROM tasks WHERE id = candidate;
+            DELETE FROM callbacks WHERE awaiter = candidate;
+            DELETE FROM listeners WHERE awaited = candidate;
+            purged := purged + 1;
+        END LOOP;
+    END IF;
+{% endif %}
     RETURN jsonb_build_object(
-        'more', promises_done = batch OR tasks_seen = batch,
+        'more', promises_done = batch OR tasks_seen = batch{% if c.retention %} OR purged = batch{% endif %},
         'schedules', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'cron', s.record->>'cron',
             'nextRunAt', s.next_run_at) ORDER BY s.next_run_at), '[]')
             FROM (SELECT * FROM schedules WHERE next_run_at <= now ORDER BY next_run_at LIMIT batch) s));
@@ -1038,12 +1079,29 @@ BEGIN
            OR substring(address FROM '^poll://[a-z]+@(.*)$') = ANY (streams)));
 END $$;
 
--- Removes delivered messages and postpones failed ones (`[{key, message[, until]}]`), unless a
--- newer message replaced them meanwhile.
-CREATE OR REPLACE FUNCTION record_delivery(delivered jsonb, deferred jsonb) RETURNS void LANGUAGE sql AS $$
+-- Records what became of messages handed to the transports (`[{key, message[, until]}]`),
+-- leaving alone any that a newer message replaced meanwhile: delivered ones are removed, held
+-- ones (with a stream or a push) wait until `until`, failed ones count an attempt and wait until
+-- `until`. Then the oldest failed messages of each address beyond `cap` are dropped; returns how many.
+CREATE OR REPLACE FUNCTION record_delivery(delivered jsonb, held jsonb, failed jsonb, cap integer)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    dropped integer := 0;
+BEGIN
     DELETE FROM outbox o USING jsonb_array_elements(delivered) e
     WHERE o.key = e->>'key' AND o.message = e->'message';
-    UPDATE outbox o SET attempts = o.attempts + 1, not_before = (e->>'until')::bigint
-    FROM jsonb_array_elements(deferred) e
+    UPDATE outbox o SET not_before = (e->>'until')::bigint
+    FROM jsonb_array_elements(held) e
     WHERE o.key = e->>'key' AND o.message = e->'message';
-$$;
+    UPDATE outbox o SET attempts = o.attempts + 1, not_before = (e->>'until')::bigint
+    FROM jsonb_array_elements(failed) e
+    WHERE o.key = e->>'key' AND o.message = e->'message';
+    IF jsonb_array_length(failed) > 0 THEN
+        DELETE FROM outbox WHERE key IN (
+            SELECT key FROM (SELECT key, row_number() OVER (PARTITION BY address ORDER BY seq DESC) AS n
+                             FROM outbox WHERE attempts > 0) ranked
+            WHERE n > cap);
+        GET DIAGNOSTICS dropped = ROW_COUNT;
+    END IF;
+    RETURN dropped;
+END $$;
