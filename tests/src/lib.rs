@@ -2,6 +2,7 @@
 //! client ([`client`]), building and running server binaries ([`server`]), and [`call`]
 //! for one protocol request.
 
+pub mod badinput;
 pub mod checklist;
 pub mod client;
 pub mod conform;

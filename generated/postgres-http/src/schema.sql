@@ -342,7 +342,7 @@ BEGIN
         OR p.timeout_at <= now THEN
         RETURN t;
     END IF;
-    t.retry_at := now + current_setting('resonate.retry_timeout')::bigint;
+    t.retry_at := sat_add(now, current_setting('resonate.retry_timeout')::bigint);
     IF p.tags ? 'resonate:target' THEN
         PERFORM enqueue('execute:' || t.id, p.tags->>'resonate:target',
             jsonb_build_object('kind', 'execute',

@@ -32,6 +32,9 @@ const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_LOCK: i64 = 0x7265_736f_6e61_7465;
 /// The most objects of each kind one background pass handles.
 const RULE_BATCH: i32 = 512;
+/// Most passes one debug.tick runs: a tick far in the future (a schedule firing every minute
+/// until the year 9999) would otherwise never answer; another tick continues the work.
+const TICK_PASSES: usize = 100;
 /// The most occurrences one schedule creates per firing.
 const SCHEDULE_BATCH: usize = 100;
 /// How long a claimed message is held from other replicas while this one sends it.
@@ -391,7 +394,11 @@ impl Store {
             }
             Request::DebugTick(tick) => {
                 let conn = self.inner.pool.get().await?;
-                while self.pass(&conn, tick.time, true).await? {}
+                for _ in 0..TICK_PASSES {
+                    if !self.pass(&conn, tick.time, true).await? {
+                        break;
+                    }
+                }
                 return Ok(Reply {
                     status: 200,
                     data: "[]".to_string(),

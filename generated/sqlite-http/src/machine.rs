@@ -39,6 +39,10 @@ const SCHEDULE_ROOT_TAGS: [&str; 4] = [
 const SCHEDULE_BATCH: usize = 100;
 /// The most objects of each kind one background pass handles.
 const RULE_BATCH: usize = 512;
+/// Most passes one debug.tick runs. A tick far in the future (a schedule firing every minute
+/// until the year 9999) would otherwise hold the store's one writer for ever; such a tick does
+/// the first passes' work and answers, and another tick continues.
+const TICK_PASSES: usize = 100;
 /// A task as stored: the wire record plus its deadlines and the list behind `resumes`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRow {
@@ -300,7 +304,7 @@ impl<'a> Machine<'a> {
         if t.state != TaskState::Pending || !due || !alive {
             return Ok(());
         }
-        t.retry_at = Some(self.now + self.settings.retry_timeout);
+        t.retry_at = Some(self.now.saturating_add(self.settings.retry_timeout));
         let Some(address) = p.tags.get(TARGET) else { return Ok(()) };
         let message = serde_json::json!(
             { "kind" : "execute", "head" : { "serverUrl" : self.settings.server_url },
@@ -884,7 +888,11 @@ impl<'a> Machine<'a> {
     }
     fn debug_tick(&self, r: DebugTick) -> Outcome<Reply> {
         let at = Machine { now: r.time, ..*self };
-        while at.run_rules()? {}
+        for _ in 0..TICK_PASSES {
+            if !at.run_rules()? {
+                break;
+            }
+        }
         Ok(
             Ok(Reply {
                 status: 200,

@@ -10,7 +10,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -22,6 +22,12 @@ use tokio::sync::Notify;
 /// Requests larger than this are refused with 413 before they are parsed.
 const BODY_LIMIT: usize = {{ c.spec.protocol.http.body_limit_bytes }};
 const TOO_LARGE: &str = "{{ c.spec.protocol.http.body_too_large.body }}";
+/// How long a client may take to send a request's header, and then its body. A slow or silent
+/// client (slowloris) is cut off: a header not complete in time closes the connection (hyper's
+/// header read timeout, which also closes a kept-alive connection idle that long), a body not
+/// complete in time is answered 408. Each open connection costs a task and a descriptor.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const TOO_SLOW: &str = "Request body not received within 10 s";
 /// The retired REST API answers 410 with this body.
 const GONE: &str = r#"{{ c.spec.protocol.http.gone.body }}"#;
 const GONE_PATHS: [&str; {{ c.spec.protocol.http.gone.paths.len() }}] = [{% for p in c.spec.protocol.http.gone.paths %}"{{ p }}", {% endfor %}];
@@ -77,6 +83,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 async move { Ok::<_, Infallible>(app.route(req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -181,9 +189,10 @@ impl App {
     }
 
     async fn rpc(&self, req: hyper::Request<Incoming>) -> Response<Body> {
-        let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return reply({{ c.spec.protocol.http.body_too_large.status }}, Some("{{ c.spec.protocol.http.body_too_large.content_type }}"), TOO_LARGE),
+        let body = match tokio::time::timeout(READ_TIMEOUT, Limited::new(req.into_body(), BODY_LIMIT).collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Err(_) => return reply(408, Some("text/plain"), TOO_SLOW),
+            Ok(Err(_)) => return reply({{ c.spec.protocol.http.body_too_large.status }}, Some("{{ c.spec.protocol.http.body_too_large.content_type }}"), TOO_LARGE),
         };
         let env: Envelope = match serde_json::from_slice(&body) {
             Ok(env) => env,

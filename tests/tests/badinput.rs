@@ -1,0 +1,422 @@
+//! Bad input against a live server of `RESONATE_TARGET` (default sqlite-http): at least
+//! `RESONATE_BADINPUT_CASES` (default 100 000) generated cases (tests/src/badinput.rs) over
+//! kept-alive connections, plus malformed HTTP on fresh connections, half-closed connections
+//! and slow clients. Every case must be answered with a 4xx and a clear message (413 for an
+//! oversized body), never a 5xx, a panic or a hang, and must leave the store as it was
+//! (`debug.snap` before and after); the server must still answer afterwards.
+//!
+//! `RESONATE_BADINPUT_SEED` replays a run; the seed is printed.
+
+use resonate_tests::badinput::{Case, Expect, Generator, VERSION};
+use resonate_tests::call;
+use resonate_tests::client::Client;
+use resonate_tests::server::{build, target, Server};
+use serde_json::{json, Value};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The request clock of the seeding steps.
+const T: i64 = 1_000;
+/// A deadline no test reaches.
+const FAR: i64 = 4_000_000_000_000;
+/// How long the server lets a client take to send a request's header or body
+/// (`READ_TIMEOUT` in templates/transport/http/http.rs).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slack on top of READ_TIMEOUT before a slow connection counts as hung.
+const SLACK: Duration = Duration::from_secs(5);
+/// How many worker threads send cases.
+const WORKERS: usize = 2;
+/// A worker compares `debug.snap` with the baseline every this many cases.
+const SNAP_EVERY: usize = 5_000;
+/// How long any single answer may take before the case counts as a hang.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn seed() -> u64 {
+    let seed = env_or(
+        "RESONATE_BADINPUT_SEED",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7),
+    );
+    eprintln!("badinput: seed {seed} (replay with RESONATE_BADINPUT_SEED={seed})");
+    seed
+}
+
+fn ok(client: &mut Client, kind: &str, data: Value) -> Value {
+    let (status, env) = call(client, kind, data.clone(), Some(T));
+    assert_eq!(status, 200, "{kind} {data}: {env}");
+    env["data"].clone()
+}
+
+/// A `--debug` server, paused, holding one record of each kind so refusals that read state
+/// have something to read: pending and settled promises, an acquired task, a schedule.
+fn seeded() -> (Server, Value) {
+    let server = Server::start(&build(&target()), &["--debug"]);
+    let mut c = server.client();
+    ok(&mut c, "debug.start", json!({}));
+    let target = json!({ "resonate:target": "poll://any@nobody" });
+    ok(&mut c, "promise.create", json!({ "id": "p", "timeoutAt": FAR, "tags": { "resonate:external": "true" } }));
+    ok(&mut c, "promise.create", json!({ "id": "done", "timeoutAt": FAR }));
+    ok(&mut c, "promise.settle", json!({ "id": "done", "state": "resolved", "value": { "data": "eA==" } }));
+    ok(&mut c, "promise.create", json!({ "id": "t", "timeoutAt": FAR, "tags": target }));
+    ok(&mut c, "task.acquire", json!({ "id": "t", "version": 0, "pid": "w", "ttl": FAR }));
+    ok(&mut c, "promise.register_callback", json!({ "awaited": "p", "awaiter": "t" }));
+    ok(&mut c, "schedule.create", json!({ "id": "s", "cron": "0 0 1 1 *", "promiseId": "s.{{.timestamp}}", "promiseTimeout": 1000 }));
+    let snap = ok(&mut c, "debug.snap", json!({}));
+    (server, snap)
+}
+
+/// Checks one answer against what the case expects; `Err` names what is wrong.
+fn judge(case: &Case, status: u16, content_type: Option<&str>, body: &[u8]) -> Result<(), String> {
+    if !(400..500).contains(&status) {
+        return Err(format!("answered {status}, not a 4xx"));
+    }
+    match &case.expect {
+        Expect::TooLarge => {
+            if status != 413 || body.is_empty() || content_type != Some("text/plain") {
+                return Err(format!("answered {status} {content_type:?}, not 413 text/plain with a message"));
+            }
+            Ok(())
+        }
+        Expect::Route => Ok(()),
+        Expect::Refusal(..) | Expect::AnyRefusal => {
+            let env: Value = serde_json::from_slice(body).map_err(|e| format!("answered {status} with no JSON envelope ({e})"))?;
+            let message = env["data"].as_str().unwrap_or_default();
+            if message.trim().is_empty() {
+                return Err(format!("answered {status} without a message: {env}"));
+            }
+            if env["head"]["status"] != json!(status) || env["head"]["version"] != json!(VERSION) {
+                return Err(format!("head disagrees with the HTTP status {status}: {env}"));
+            }
+            if let Expect::Refusal(want, prefix) = case.expect {
+                if status != want || !message.starts_with(prefix) {
+                    return Err(format!("answered {status} {message:?}, wanted {want} {prefix:?}…"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Sends `count` generated cases on one kept-alive connection; returns the failures.
+fn worker(addr: SocketAddr, seed: u64, count: usize, baseline: &Value, big: bool) -> Vec<String> {
+    let mut generator = Generator::new(seed);
+    let mut client = Client::with_timeout(addr, ANSWER_TIMEOUT);
+    let mut failures = Vec::new();
+    let mut spent: std::collections::BTreeMap<String, (usize, Duration)> = Default::default();
+    for i in 0..count {
+        let case = generator.case(big);
+        let t0 = Instant::now();
+        let headers: &[(&str, &str)] = if case.method == "POST" { &[("Content-Type", "application/json")] } else { &[] };
+        match client.request(case.method, &case.path, headers, &case.body) {
+            Ok(r) => {
+                if let Err(why) = judge(&case, r.status, r.header("content-type"), &r.body) {
+                    failures.push(format!("case {i} ({}): {why}\n  request: {}", case.what, preview(&case.body)));
+                }
+            }
+            Err(e) => failures.push(format!("case {i} ({}): no answer: {e}\n  request: {}", case.what, preview(&case.body))),
+        }
+        let e = spent.entry(case.what.split(':').next().unwrap_or_default().to_string()).or_default();
+        e.0 += 1;
+        e.1 += t0.elapsed();
+        if failures.len() >= 10 {
+            break;
+        }
+        if (i + 1) % SNAP_EVERY == 0 || i + 1 == count {
+            let mut c = Client::with_timeout(addr, ANSWER_TIMEOUT);
+            let snap = ok(&mut c, "debug.snap", json!({}));
+            if snap != *baseline {
+                failures.push(format!("the store changed during cases {}..={i} of seed {seed}: {snap}", (i + 1).saturating_sub(SNAP_EVERY)));
+                break;
+            }
+        }
+    }
+    if std::env::var_os("RESONATE_BADINPUT_PROFILE").is_some() {
+        let mut v: Vec<_> = spent.into_iter().collect();
+        v.sort_by_key(|(_, (_, d))| std::cmp::Reverse(*d));
+        for (what, (n, d)) in v.iter().take(12) {
+            eprintln!("  {what}: {n} cases, {:.2} s", d.as_secs_f64());
+        }
+    }
+    failures
+}
+
+fn preview(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+    if body.len() > 300 {
+        format!("{text}… ({} bytes)", body.len())
+    } else {
+        text
+    }
+}
+
+/// Writes `raw` on a fresh connection, optionally half-closes it, and reads until the server
+/// closes or answers; `Ok(Some(status))` for an answer, `Ok(None)` for a close without one.
+fn raw_exchange(addr: SocketAddr, raw: &[u8], half_close: bool) -> Result<Option<u16>, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(ANSWER_TIMEOUT)).unwrap();
+    if let Err(e) = s.write_all(raw) {
+        // The server may refuse a bad head before reading the rest.
+        if !matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) {
+            return Err(format!("write: {e}"));
+        }
+    }
+    if half_close {
+        let _ = s.shutdown(Shutdown::Write);
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.windows(4).any(|w| w == b"\r\n\r\n") && !half_close {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(format!("neither answered nor closed within {ANSWER_TIMEOUT:?}"))
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    if got.is_empty() {
+        return Ok(None);
+    }
+    let line = String::from_utf8_lossy(&got[..got.len().min(64)]).into_owned();
+    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    match status {
+        Some(s) if line.starts_with("HTTP/1.") => Ok(Some(s)),
+        _ => Err(format!("answered something that is not HTTP: {line:?}")),
+    }
+}
+
+/// Malformed HTTP on fresh connections, and half-closed ones: a 4xx or a plain close, never
+/// a 5xx or a hang.
+fn malformed_http(addr: SocketAddr, seed: u64) -> (usize, Vec<String>) {
+    let body = format!(r#"{{"kind":"promise.get","head":{{"corrId":"c","version":"{VERSION}"}},"data":{{"id":"nx"}}}}"#);
+    let good_head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+    let mut cases: Vec<(String, Vec<u8>, bool)> = vec![
+        ("garbage request line".into(), b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), false),
+        ("no version".into(), b"POST /\r\n\r\n".to_vec(), false),
+        ("HTTP/2 preface".into(), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), false),
+        ("HTTP/9".into(), b"POST / HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(), false),
+        ("header without colon".into(), b"POST / HTTP/1.1\r\nHost x\r\n\r\n".to_vec(), false),
+        ("NUL in a header".into(), b"POST / HTTP/1.1\r\nHost: x\x00y\r\n\r\n".to_vec(), false),
+        ("two content lengths".into(), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n{}x".to_vec(), false),
+        ("negative content length".into(), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(), false),
+        ("huge content length".into(), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n".to_vec(), false),
+        ("content length over the limit".into(), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n{".to_vec(), true),
+        ("bad chunk size".into(), b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n".to_vec(), false),
+        ("chunked and length".into(), b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n".to_vec(), false),
+        ("unknown transfer coding".into(), b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{}".to_vec(), false),
+        ("header too large".into(), format!("POST / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20)).into_bytes(), false),
+        ("too many headers".into(), format!("POST / HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-H: 1\r\n".repeat(500)).into_bytes(), false),
+        ("request line too long".into(), format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1 << 20)).into_bytes(), false),
+        ("half-closed inside the head".into(), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le".to_vec(), true),
+        ("half-closed inside the body".into(), format!("{good_head}{}", &body[..10]).into_bytes(), true),
+        ("half-closed after an empty body".into(), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec(), true),
+        ("half-closed after a bad request".into(), format!("{good_head}{body}").into_bytes(), true),
+        ("closed at once".into(), Vec::new(), true),
+    ];
+    // Random bytes as a whole request, and random cuts of a valid one, half-closed.
+    let mut rng = resonate_tests::badinput::Rng(seed ^ 0x5eed);
+    for i in 0..120 {
+        let raw: Vec<u8> = if i % 2 == 0 {
+            (0..1 + rng.below(200)).map(|_| rng.next_u64() as u8).collect()
+        } else {
+            let whole = format!("{good_head}{body}").into_bytes();
+            whole[..rng.below(whole.len())].to_vec()
+        };
+        cases.push((format!("raw bytes #{i}"), raw, i % 2 == 1));
+    }
+    let mut failures = Vec::new();
+    for (what, raw, half) in &cases {
+        match raw_exchange(addr, raw, *half) {
+            Ok(Some(status)) if !(400..500).contains(&status) => failures.push(format!("{what}: answered {status}")),
+            Ok(_) => {}
+            Err(why) => failures.push(format!("{what}: {why}")),
+        }
+    }
+    (cases.len(), failures)
+}
+
+/// A client that trickles bytes slower than the server's read timeout: the server must close
+/// the connection (or answer 4xx) within READ_TIMEOUT plus slack, and must serve others meanwhile.
+fn slow_client(addr: SocketAddr, prefix: &'static [u8], trickle: &'static [u8]) -> Result<Duration, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let started = Instant::now();
+    s.write_all(prefix).map_err(|e| format!("write: {e}"))?;
+    let mut buf = [0u8; 1024];
+    for byte in trickle.iter().cycle() {
+        if started.elapsed() > READ_TIMEOUT + SLACK {
+            return Err(format!("still open after {:?}", started.elapsed()));
+        }
+        if s.write_all(&[*byte]).is_err() {
+            return Ok(started.elapsed());
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(started.elapsed()),
+            Ok(n) => {
+                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                return if (400..500).contains(&status) { Ok(started.elapsed()) } else { Err(format!("answered {line:?}")) };
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Ok(started.elapsed()),
+        }
+    }
+    unreachable!("the trickle cycles forever")
+}
+
+#[test]
+fn bad_input_is_refused_with_a_4xx_and_changes_nothing() {
+    let count: usize = env_or("RESONATE_BADINPUT_CASES", 100_000);
+    let seed = seed();
+    let (server, baseline) = seeded();
+    let addr = server.addr;
+
+    // Slow clients run beside the cases: a header trickled byte by byte, a body trickled, and a
+    // connection that sends nothing at all.
+    let slow: Vec<_> = [
+        ("slow header", &b"POST / HTTP/1.1\r\nHost: x\r\n"[..], &b"X-Slow: aaaaaaaa\r\n"[..]),
+        ("slow body", &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{"[..], &b"\"a\":1,"[..]),
+        ("silent", &b""[..], &b""[..]),
+    ]
+    .into_iter()
+    .map(|(what, prefix, trickle)| {
+        (what, thread::spawn(move || if trickle.is_empty() { silent(addr) } else { slow_client(addr, prefix, trickle) }))
+    })
+    .collect();
+
+    let started = Instant::now();
+    let per = count.div_ceil(WORKERS);
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let baseline = baseline.clone();
+            thread::spawn(move || worker(addr, seed.wrapping_add(w as u64), per, &baseline, w == 0))
+        })
+        .collect();
+    let mut failures: Vec<String> = workers.into_iter().flat_map(|w| w.join().expect("worker panicked")).collect();
+    let elapsed = started.elapsed();
+    eprintln!(
+        "badinput ({}): {} cases in {:.1} s, {:.0} cases/s",
+        target(),
+        per * WORKERS,
+        elapsed.as_secs_f64(),
+        (per * WORKERS) as f64 / elapsed.as_secs_f64()
+    );
+
+    let (raw_count, raw_failures) = malformed_http(addr, seed);
+    eprintln!("badinput: {raw_count} malformed or half-closed HTTP exchanges on fresh connections");
+    failures.extend(raw_failures);
+
+    for (what, handle) in slow {
+        match handle.join().expect("slow client panicked") {
+            Ok(after) => eprintln!("badinput: {what} connection closed after {:.1} s", after.as_secs_f64()),
+            Err(why) => failures.push(format!("{what}: {why}")),
+        }
+    }
+
+    let mut c = server.client();
+    assert_eq!(c.get("/health").map(|r| r.status).ok(), Some(200), "the server stopped answering");
+    let snap = ok(&mut c, "debug.snap", json!({}));
+    if snap != baseline {
+        failures.push(format!("the store changed: before {baseline}\nafter {snap}"));
+    }
+    let log = server.log();
+    if log.contains("panicked") {
+        failures.push(format!("the server panicked:\n{log}"));
+    }
+    assert!(failures.is_empty(), "seed {seed}: {} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// A connection that never sends a byte must be closed within READ_TIMEOUT plus slack.
+fn silent(addr: SocketAddr) -> Result<Duration, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        if started.elapsed() > READ_TIMEOUT + SLACK {
+            return Err(format!("still open after {:?}", started.elapsed()));
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(started.elapsed()),
+            Ok(n) => return Err(format!("sent {:?} unasked", String::from_utf8_lossy(&buf[..n]))),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Ok(started.elapsed()),
+        }
+    }
+}
+
+/// Valid requests at the edges of the integer range, negative clocks and odd cron fields:
+/// they may be accepted (the store changes) or refused with a 4xx, but never a 5xx, a panic
+/// (an overflow in a debug build) or a dead server. Background passes then run at the far end
+/// of time, where every deadline computed from these numbers is due.
+#[test]
+fn extreme_numbers_are_accepted_or_refused_never_a_5xx() {
+    let server = Server::start(&build(&target()), &["--debug"]);
+    let mut c = server.client();
+    ok(&mut c, "debug.start", json!({}));
+    let max = i64::MAX;
+    let target = json!({ "resonate:target": "poll://any@nobody" });
+    let mut requests: Vec<(&str, Value, i64)> = Vec::new();
+    for (i, now) in [T, max, max - 1, 0, -1, i64::MIN, -(1 << 53)].into_iter().enumerate() {
+        let p = |s: &str| format!("x{i}.{s}");
+        requests.extend([
+            ("promise.create", json!({ "id": p("max"), "timeoutAt": max, "tags": target }), now),
+            ("promise.create", json!({ "id": p("zero"), "timeoutAt": 0, "tags": target }), now),
+            ("promise.create", json!({ "id": p("timer"), "timeoutAt": max, "tags": { "resonate:timer": "true" } }), now),
+            ("promise.create", json!({ "id": p("ext"), "timeoutAt": max - 1, "tags": { "resonate:external": "true" } }), now),
+            ("promise.create", json!({ "id": p("delay"), "timeoutAt": max, "tags": { "resonate:target": "poll://any@nobody", "resonate:delay": (max - 1).to_string() } }), now),
+            ("promise.create", json!({ "id": p("delay2"), "timeoutAt": max, "tags": { "resonate:target": "poll://any@nobody", "resonate:delay": "99999999999999999999999" } }), now),
+            ("promise.create", json!({ "id": p("delay3"), "timeoutAt": max, "tags": { "resonate:target": "poll://any@nobody", "resonate:delay": "-1" } }), now),
+            ("task.acquire", json!({ "id": p("max"), "version": 0, "pid": "w", "ttl": max }), now),
+            ("task.heartbeat", json!({ "pid": "w", "tasks": [{ "id": p("max"), "version": 1 }, { "id": p("max"), "version": max }] }), now),
+            ("task.fence", json!({ "id": p("max"), "version": 1, "action": { "kind": "promise.create", "head": {}, "data": { "id": p("child"), "timeoutAt": max, "tags": target } } }), now),
+            ("task.suspend", json!({ "id": p("max"), "version": 1, "actions": [{ "kind": "promise.register_callback", "head": {}, "data": { "awaited": p("ext"), "awaiter": p("max") } }] }), now),
+            ("task.create", json!({ "pid": "w", "ttl": max, "action": { "kind": "promise.create", "head": {}, "data": { "id": p("tc"), "timeoutAt": max, "tags": target } } }), now),
+            ("task.release", json!({ "id": p("tc"), "version": 1 }), now),
+            ("task.acquire", json!({ "id": p("tc"), "version": 2, "pid": "w", "ttl": max - 1 }), now),
+            ("task.acquire", json!({ "id": p("tc"), "version": max, "pid": "w", "ttl": 1 }), now),
+            ("task.fulfill", json!({ "id": p("tc"), "version": max, "action": { "kind": "promise.settle", "head": {}, "data": { "id": p("tc"), "state": "resolved" } } }), now),
+            ("promise.search", json!({ "limit": max }), now),
+            ("promise.search", json!({ "limit": i64::MIN }), now),
+            ("task.search", json!({ "limit": 1000, "cursor": "\u{10ffff}" }), now),
+            ("schedule.create", json!({ "id": p("s1"), "cron": "* * * * *", "promiseId": p("s1.{{.timestamp}}"), "promiseTimeout": max }), now),
+            ("schedule.create", json!({ "id": p("s2"), "cron": "*/99999999999999999999 * * * *", "promiseId": "s2", "promiseTimeout": 1 }), now),
+            ("schedule.create", json!({ "id": p("s3"), "cron": "59 23 31 2 *", "promiseId": "s3", "promiseTimeout": 1 }), now),
+            ("schedule.create", json!({ "id": p("s4"), "cron": "0-59/0 * * * *", "promiseId": "s4", "promiseTimeout": 1 }), now),
+            ("schedule.create", json!({ "id": p("s5"), "cron": "60 24 32 13 8", "promiseId": "s5", "promiseTimeout": 1 }), now),
+            ("schedule.create", json!({ "id": p("s6"), "cron": "* * * * * * * *", "promiseId": "s6", "promiseTimeout": 1 }), now),
+            ("schedule.create", json!({ "id": p("s7"), "cron": "5-1 * * * *", "promiseId": "s7", "promiseTimeout": 1 }), now),
+        ]);
+    }
+    for time in [T, max, 0, -1, i64::MIN] {
+        requests.push(("debug.tick", json!({ "time": time }), time));
+    }
+    let mut failures = Vec::new();
+    for (kind, data, now) in &requests {
+        let t0 = Instant::now();
+        let (status, env) = call(&mut c, kind, data.clone(), Some(*now));
+        if t0.elapsed() > Duration::from_millis(300) {
+            eprintln!("slow: {kind} {data} at {now}: {:?}", t0.elapsed());
+        }
+        if !(200..500).contains(&status) {
+            failures.push(format!("{kind} {data} at {now}: {status} {env}"));
+        }
+    }
+    assert_eq!(c.get("/health").map(|r| r.status).ok(), Some(200), "the server stopped answering");
+    let log = server.log();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+    assert!(failures.is_empty(), "{} requests got a 5xx:\n{}", failures.len(), failures.join("\n"));
+}
