@@ -141,6 +141,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", sync)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch("UPDATE outbox SET not_before = 0")?;
         let (jobs, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("store".into())

@@ -139,6 +139,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", sync)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // What a previous process held for a stream or a push, or backed off, is due now: this
+        // process is the only one on the file, and its streams have yet to connect.
+        conn.execute_batch("UPDATE outbox SET not_before = 0")?;
         let (jobs, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("store".into())
