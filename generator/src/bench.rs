@@ -7,11 +7,11 @@
 //! and holds the target to the `budget:` of its manifest.
 
 use anyhow::{bail, Context, Result};
-use resonate_gen::manifest::{Manifest, Store};
+use resonate_gen::manifest::{Auth, Manifest, Store};
 use resonate_gen::Repo;
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -135,9 +135,14 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
     }
 
     let scratch = Scratch::new(&m.name)?;
+    let jwt = match m.auth {
+        Auth::Jwt => Some(JwtAuth::new(&scratch.dir("auth")?)?),
+        Auth::None => None,
+    };
+    let jwt = jwt.as_ref();
     say(format!("start-up: {} cold starts, each on a fresh store", plan.starts));
     let mut starts_ms = (0..plan.starts)
-        .map(|i| Ok(start(&server, m, &scratch.dir(&format!("start{i}"))?)?.1.as_secs_f64() * 1000.0))
+        .map(|i| Ok(start(&server, m, &scratch.dir(&format!("start{i}"))?, jwt)?.1.as_secs_f64() * 1000.0))
         .collect::<Result<Vec<f64>>>()?;
     starts_ms.sort_by(f64::total_cmp);
     say(format!(
@@ -147,7 +152,7 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
         starts_ms[starts_ms.len() - 1]
     ));
 
-    let (mut running, _) = start(&server, m, &scratch.dir("load")?)?;
+    let (mut running, _) = start(&server, m, &scratch.dir("load")?, jwt)?;
     let addr = running.addr;
     let log = scratch.0.join("load").join("server.log");
     std::thread::sleep(SETTLE);
@@ -156,7 +161,7 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
     for mix in MIXES {
         for &clients in plan.clients {
             say(format!("{mix} mix, {clients} client(s), {} s", plan.seconds));
-            let l = load(&bins, addr, mix, clients, plan).with_context(|| tail(&log))?;
+            let l = load(&bins, addr, mix, clients, plan, jwt).with_context(|| tail(&log))?;
             say(format!(
                 "  {} requests/s, p50 {} µs, p99 {} µs, p99.9 {} µs",
                 group(l.requests_per_sec as u64),
@@ -339,18 +344,21 @@ impl Drop for Server {
 
 /// Starts the server on a free loopback port with a fresh store (logging into `dir`) and waits for
 /// its first answer to `POST /`; also returns the time from process start to that answer.
-fn start(bin: &Path, m: &Manifest, dir: &Path) -> Result<(Server, Duration)> {
+fn start(bin: &Path, m: &Manifest, dir: &Path, jwt: Option<&JwtAuth>) -> Result<(Server, Duration)> {
     let store = FreshStore::new(m, dir)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut cmd = Command::new(bin);
     cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]).args(&store.args);
+    if let Some(jwt) = jwt {
+        cmd.arg("--auth-publickey").arg(&jwt.public_key);
+    }
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     let began = Instant::now();
     let process = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
     let mut server = Server { process, addr: ([127, 0, 0, 1], port).into(), _store: store };
     loop {
-        if answers(server.addr) {
+        if answers(server.addr, jwt.map(|j| j.token.as_str())) {
             return Ok((server, began.elapsed()));
         }
         if began.elapsed() > START_TIMEOUT || server.process.try_wait()?.is_some() {
@@ -365,11 +373,14 @@ fn start(bin: &Path, m: &Manifest, dir: &Path) -> Result<(Server, Duration)> {
 }
 
 /// True once a `promise.get` is answered (200 or 404: the protocol is being served).
-fn answers(addr: SocketAddr) -> bool {
+fn answers(addr: SocketAddr, token: Option<&str>) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    let body = r#"{"kind":"promise.get","head":{"corrId":"probe","version":"2026-04-01"},"data":{"id":"bench-probe"}}"#;
+    let auth = token.map(|t| format!(r#","auth":"{t}""#)).unwrap_or_default();
+    let body = format!(
+        r#"{{"kind":"promise.get","head":{{"corrId":"probe","version":"2026-04-01"{auth}}},"data":{{"id":"bench-probe"}}}}"#
+    );
     let request = format!(
         "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
@@ -379,6 +390,57 @@ fn answers(addr: SocketAddr) -> bool {
     s.write_all(request.as_bytes()).is_ok()
         && s.read_to_string(&mut answer).is_ok()
         && (answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 404"))
+}
+
+/// For a target with `auth: jwt`: an Ed25519 key pair made with the `openssl` command and an admin
+/// token signed with it, valid for a day; every start gets the public key and every request the token.
+struct JwtAuth {
+    public_key: PathBuf,
+    token: String,
+}
+
+impl JwtAuth {
+    fn new(dir: &Path) -> Result<JwtAuth> {
+        let openssl = |args: &[&OsStr], input: &[u8]| -> Result<Vec<u8>> {
+            let mut child = Command::new("openssl")
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("benchmarking a jwt target needs the openssl command")?;
+            child.stdin.take().expect("piped").write_all(input)?;
+            let out = child.wait_with_output()?;
+            if !out.status.success() {
+                bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(out.stdout)
+        };
+        let (private, public_key, input) = (dir.join("ed25519.pem"), dir.join("ed25519.pub.pem"), dir.join("token.txt"));
+        openssl(&["genpkey".as_ref(), "-algorithm".as_ref(), "ED25519".as_ref(), "-out".as_ref(), private.as_os_str()], b"")?;
+        openssl(&["pkey".as_ref(), "-in".as_ref(), private.as_os_str(), "-pubout".as_ref(), "-out".as_ref(), public_key.as_os_str()], b"")?;
+        let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 86_400;
+        let claims = format!(r#"{{"exp":{exp},"role":"admin"}}"#);
+        let signed = format!("{}.{}", b64url(br#"{"alg":"EdDSA","typ":"JWT"}"#), b64url(claims.as_bytes()));
+        std::fs::write(&input, &signed)?;
+        let args: [&OsStr; 7] =
+            ["pkeyutl".as_ref(), "-sign".as_ref(), "-inkey".as_ref(), private.as_os_str(), "-rawin".as_ref(), "-in".as_ref(), input.as_os_str()];
+        let signature = openssl(&args, b"")?;
+        Ok(JwtAuth { public_key, token: format!("{signed}.{}", b64url(&signature)) })
+    }
+}
+
+/// Base64url without padding (JWS).
+fn b64url(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
 }
 
 /// The end of a server log, for an error message.
@@ -396,9 +458,10 @@ fn rss_kb(pid: u32) -> Option<u64> {
 }
 
 /// One resonate-load run against the server at `addr`.
-fn load(bins: &Path, addr: SocketAddr, mix: &str, clients: usize, plan: &Plan) -> Result<Load> {
+fn load(bins: &Path, addr: SocketAddr, mix: &str, clients: usize, plan: &Plan, jwt: Option<&JwtAuth>) -> Result<Load> {
     let out = Command::new(bins.join(format!("resonate-load{}", std::env::consts::EXE_SUFFIX)))
         .args(["--url", &format!("http://{addr}"), "--mix", mix, "--clients", &clients.to_string()])
+        .args(jwt.map(|j| ["--token", j.token.as_str()]).into_iter().flatten())
         .args(["--seconds", &plan.seconds.to_string(), "--warmup", &plan.warmup.to_string()])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())

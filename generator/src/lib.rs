@@ -4,6 +4,7 @@
 //! Generation is pure: [`render::render`] maps a spec and a manifest to files in memory. Reading
 //! inputs, writing `generated/` and comparing it ([`check`]) are the only I/O.
 
+pub mod auth;
 pub mod conform;
 pub mod manifest;
 pub mod render;

@@ -1,6 +1,6 @@
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
-use resonate_gen::manifest::{Manifest, Store, Transport};
+use resonate_gen::manifest::{Auth, Manifest, Store, Transport};
 use resonate_gen::{check, render, write, Repo};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,10 +9,11 @@ mod bench;
 
 /// Renders a minimal, single-purpose Resonate server crate for one store and transport.
 ///
-/// The protocol lives in spec/ as data, each target in targets/<store>-<transport>.yaml, and the
+/// The protocol lives in spec/ as data, each target in targets/<store>-<transport>[-<feature>].yaml, and the
 /// code in templates/. A render writes generated/<target>/, a standalone crate:
 ///
 ///   resonate-gen --store sqlite --transport http     # renders generated/sqlite-http
+///   resonate-gen --store sqlite --transport http --auth jwt   # renders generated/sqlite-http-jwt
 ///   cargo run --manifest-path generated/sqlite-http/Cargo.toml -- --help
 ///   resonate-gen check                               # CI: fail if generated/ is stale
 #[derive(Parser)]
@@ -26,6 +27,10 @@ struct Cli {
     /// Transport of the target to render (with --store).
     #[arg(long, value_enum, requires = "store", conflicts_with = "target")]
     transport: Option<Transport>,
+    /// Inbound auth of the target to render (with --store and --transport): `jwt` renders
+    /// <store>-<transport>-jwt, whose server verifies a JWT on every request.
+    #[arg(long, value_enum, default_value = "none", requires = "store", conflicts_with = "target")]
+    auth: Auth,
     /// Render this manifest file instead of one from targets/.
     #[arg(long, value_name = "FILE")]
     target: Option<PathBuf>,
@@ -106,14 +111,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Check) => check_all(&repo),
         Some(Command::Conform { target, all }) => {
             let targets = Manifest::load_all(&repo.targets_dir())?;
+            // The suite's client sends no tokens: a target with auth is the same server as its
+            // base target plus the token checks, which tests/tests/auth.rs holds to spec/auth.yaml.
             let chosen: Vec<&Manifest> = if all {
-                targets.iter().collect()
+                for m in targets.iter().filter(|m| m.auth != Auth::None) {
+                    println!("{}: skipped (auth: jwt; see tests/tests/auth.rs)", m.name);
+                }
+                targets.iter().filter(|m| m.auth == Auth::None).collect()
             } else {
                 let name = target.expect("clap requires --target without --all");
                 let known: Vec<&str> = targets.iter().map(|m| m.name.as_str()).collect();
-                vec![targets.iter().find(|m| m.name == name).ok_or_else(|| {
+                let m = targets.iter().find(|m| m.name == name).ok_or_else(|| {
                     anyhow::anyhow!("no target {name}; targets/ has {}", known.join(", "))
-                })?]
+                })?;
+                if m.auth != Auth::None {
+                    bail!("{name} checks a JWT on every request and the conformance suite sends none; \
+                           its auth is tested by tests/tests/auth.rs, its protocol through its base target");
+                }
+                vec![m]
             };
             let mut failed = Vec::new();
             for m in chosen {
@@ -148,11 +163,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::List) => {
             for m in Manifest::load_all(&repo.targets_dir())? {
                 println!(
-                    "{:<14} store={:<8} transport={:<5} push={:<5} {}",
+                    "{:<18} store={:<8} transport={:<5} push={:<5} auth={:<4} {}",
                     m.name,
                     m.store.name(),
                     m.transport.name(),
                     format!("{:?}", m.push).to_lowercase(),
+                    format!("{:?}", m.auth).to_lowercase(),
                     m.description
                 );
             }
@@ -161,7 +177,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         None => {
             let manifest = match (cli.target, cli.store, cli.transport) {
                 (Some(path), _, _) => Manifest::load(&path)?,
-                (None, Some(store), Some(transport)) => Manifest::find(&repo.targets_dir(), store, transport)?,
+                (None, Some(store), Some(transport)) => {
+                    Manifest::find(&repo.targets_dir(), store, transport, cli.auth)?
+                }
                 _ => bail!(
                     "nothing to render: pass --store and --transport (e.g. --store sqlite --transport http), \
                      --target FILE, or a subcommand (check, list); see --help"
@@ -194,7 +212,7 @@ fn check_all(repo: &Repo) -> Result<ExitCode> {
     }
     if stale > 0 {
         println!(
-            "{stale} file(s) differ from a fresh render. Regenerate with `resonate-gen --store <store> --transport <transport>` \
+            "{stale} file(s) differ from a fresh render. Regenerate with `resonate-gen --store <store> --transport <transport> [--auth jwt]` \
              (never edit generated/ by hand), review the diff, commit."
         );
         return Ok(ExitCode::FAILURE);

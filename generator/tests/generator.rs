@@ -93,6 +93,32 @@ fn a_bad_manifest_says_what_is_wrong_and_what_is_valid() {
     std::fs::write(&misnamed, "store: sqlite\ntransport: http\ndescription: x\n").unwrap();
     let err = format!("{:#}", Manifest::load(&misnamed).unwrap_err());
     assert!(err.contains("must be named sqlite-http.yaml"), "{err}");
+
+    // A feature is part of the name: <store>-<transport>[-<feature>].
+    std::fs::write(&misnamed, "store: sqlite\ntransport: http\nauth: jwt\ndescription: x\n").unwrap();
+    let err = format!("{:#}", Manifest::load(&misnamed).unwrap_err());
+    assert!(err.contains("must be named sqlite-http-jwt.yaml"), "{err}");
+}
+
+#[test]
+fn auth_jwt_renders_its_own_target_and_only_it_carries_jwt_code() {
+    let dir = scratch("cli-auth");
+    let bin = env!("CARGO_BIN_EXE_resonate-gen");
+    let args = ["--store", "sqlite", "--transport", "http", "--auth", "jwt"];
+    let render = Command::new(bin).current_dir(&dir).args(args).output().unwrap();
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    let out = dir.join("generated/sqlite-http-jwt");
+    let cargo = std::fs::read_to_string(out.join("Cargo.toml")).unwrap();
+    assert!(cargo.contains("jsonwebtoken") && out.join("src/auth.rs").is_file());
+
+    let spec = Spec::load(&root().join("spec")).unwrap();
+    for m in Manifest::load_all(&root().join("targets")).unwrap() {
+        let files = render::render(&spec, &m).unwrap();
+        let jwt = files.iter().any(|f| f.contents.contains("jsonwebtoken") || f.contents.contains("Refusal::Unauthorized"));
+        let auth_option = files.iter().any(|f| f.contents.contains("auth-publickey"));
+        let expected = m.auth == resonate_gen::manifest::Auth::Jwt;
+        assert_eq!((jwt, auth_option), (expected, expected), "{}: JWT code and options only with auth: jwt", m.name);
+    }
 }
 
 #[test]
@@ -133,7 +159,8 @@ fn the_check_command_fails_with_a_unified_diff() {
     let dir = scratch("cli-check");
     let bin = env!("CARGO_BIN_EXE_resonate-gen");
     for m in Manifest::load_all(&dir.join("targets")).unwrap() {
-        let args = ["--store", m.store.name(), "--transport", m.transport.name()];
+        let auth = format!("{:?}", m.auth).to_lowercase();
+        let args = ["--store", m.store.name(), "--transport", m.transport.name(), "--auth", &auth];
         let render = Command::new(bin).current_dir(&dir).args(args).output().unwrap();
         assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
     }

@@ -14,7 +14,13 @@
 //! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
 //! (schedule expressions), `config` (flags and environment).
 {% endif %}
+{% if c.jwt() %}
+//! `auth` verifies the JWT every request carries and holds it to its id prefix.
+{% endif %}
 
+{% if c.jwt() %}
+mod auth;
+{% endif %}
 mod config;
 mod cron;
 mod delivery;

@@ -15,7 +15,8 @@
 //!   creating each occurrence's promise once and missing none.
 //!
 //! The seed is printed; `RESONATE_CRASH_SEED` replays the kill schedule and the load's choices
-//! (the interleaving with the kills stays up to the machine).
+//! (the interleaving with the kills stays up to the machine). `RESONATE_CRASH_BIN` runs it against
+//! another server binary of the target's store.
 
 use resonate_tests::badinput::Rng;
 use resonate_tests::client::{Client, Sse};
@@ -255,7 +256,10 @@ fn acknowledged_requests_survive_sigkill_and_background_work_resumes() {
     eprintln!("crash ({}): seed {seed} (replay with RESONATE_CRASH_SEED={seed}), {kills} kills", target());
     let started = Instant::now();
     let args = ["--debug", "--timeouts-poll-interval", "100", "--tasks-retry-timeout", "1000"];
-    let mut server = Server::start(&build(&target()), &args);
+    // RESONATE_CRASH_BIN runs the suite against another build, e.g. a mutant that answers
+    // before it commits, to see the suite catch it.
+    let bin = std::env::var_os("RESONATE_CRASH_BIN").map(std::path::PathBuf::from).unwrap_or_else(|| build(&target()));
+    let mut server = Server::start(&bin, &args);
     let addr = server.addr;
     let mut rng = Rng(seed);
 

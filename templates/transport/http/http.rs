@@ -2,13 +2,16 @@
 //! server-sent-event stream of messages for that worker, `GET /health` and `GET /ready` are probes.
 //! HTTP/1.1 only, as the official server.
 
+{% if c.jwt() %}
+use crate::auth::Auth;
+{% endif %}
 use crate::config::{Config, Settings};
 use crate::delivery::{self, Hub};
 use crate::protocol::{self, Refusal, Reply, Request, VERSION};
 use crate::store::Store;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, {% if c.jwt() %}AUTHORIZATION, {% endif %}CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
@@ -50,11 +53,18 @@ struct App {
     store: Store,
     hub: Arc<Hub>,
     debug: bool,
+{% if c.jwt() %}
+    /// Verifies the token of every request (spec/auth.yaml).
+    auth: Auth,
+{% endif %}
 }
 
 /// Opens the store, starts the background loop and delivery, and serves until the process ends.
 pub async fn serve(config: Config) -> Result<(), String> {
     crate::set_log_level(&config.level)?;
+{% if c.jwt() %}
+    let auth = Auth::load(&config)?;
+{% endif %}
     let enqueued = Arc::new(Notify::new());
     let settings = Arc::new(config.settings());
     let store = Store::open(&config, settings.clone(), enqueued.clone()).await.map_err(|e| e.to_string())?;
@@ -65,7 +75,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let hub = Arc::new(Hub::default());
     tokio::spawn(background(store.clone(), settings.clone(), config.timeouts_poll_interval));
     tokio::spawn(delivery::run(store.clone(), hub.clone(), enqueued, settings.clone()));
-    let app = Arc::new(App { store, hub, debug: config.debug });
+    let app = Arc::new(App { store, hub, debug: config.debug{% if c.jwt() %}, auth{% endif %} });
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -135,6 +145,10 @@ struct Head {
     version: String,
     #[serde(rename = "resonate:debug_time")]
     debug_time: Option<i64>,
+{% if c.jwt() %}
+    /// The raw JWT (no `Bearer ` in front of it).
+    auth: Option<String>,
+{% endif %}
 }
 
 /// Writes a response envelope: keys `kind, head, data`, head keys `corrId, status, version`.
@@ -166,7 +180,17 @@ impl App {
                 Ok(()) => reply(200, None, ""),
                 Err(_) => reply(503, None, ""),
             },
+{% if c.jwt() %}
+            (&Method::GET, p) if p.starts_with("/poll/") => {
+                // A stream needs a valid `Authorization: Bearer <jwt>`; its prefix is not checked.
+                match self.auth.authenticate_bearer(req.headers().get(AUTHORIZATION)) {
+                    Ok(_) => self.poll(p),
+                    Err(_) => reply({{ c.auth.as_ref().unwrap().poll_status }}, Some("{{ c.auth.as_ref().unwrap().poll_content_type }}"), "{{ c.auth.as_ref().unwrap().poll_body }}"),
+                }
+            }
+{% else %}
             (&Method::GET, p) if p.starts_with("/poll/") => self.poll(p),
+{% endif %}
             (_, p) if GONE_PATHS.iter().any(|g| p == *g || p.starts_with(&format!("{g}/"))) => {
                 reply({{ c.spec.protocol.http.gone.status }}, Some("application/json"), GONE)
             }
@@ -220,10 +244,19 @@ impl App {
         if env.head.version != VERSION {
             return Err(Refusal::UnsupportedVersion(env.head.version));
         }
+{% if c.jwt() %}
+        // Envelope step 6: the token is verified before anything about the kind is answered.
+        let grant = self.auth.authenticate(env.head.auth.as_deref())?;
+{% endif %}
         if protocol::is_debug(&env.kind) && !self.debug {
             return Err(Refusal::DebugDisabled);
         }
+{% if c.jwt() %}
+        // The token must cover every id the decoded request names.
+        let request = grant.authorize(protocol::decode(&env.kind, env.data))?;
+{% else %}
         let request = protocol::decode(&env.kind, env.data)?;
+{% endif %}
         let clock = if self.debug { env.head.debug_time } else { None };
         if let (Request::DebugTick(tick), Some(at)) = (&request, clock) {
             if tick.time != at {

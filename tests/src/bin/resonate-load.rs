@@ -9,6 +9,7 @@ use resonate_tests::client::Client;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const HELP: &str = "\
@@ -27,6 +28,7 @@ Options:
   --seconds S      measured time [default: 5]
   --warmup S       time before the measurement whose requests are not counted [default: 0.5]
   --run ID         prefix of every promise id (default: from the process id and the clock)
+  --token JWT      sent as head.auth in every request (servers with auth: jwt)
   -h, --help       print this help
 
 Output: {mix, clients, seconds, requests, requests_per_sec, iterations, iterations_per_sec,
@@ -74,9 +76,10 @@ impl Mix {
 
     /// The request bodies of one iteration on promise `id`, in `kinds()` order.
     fn requests(self, id: &str, pid: &str, timeout_at: u64) -> Vec<String> {
+        let auth = TOKEN.get().map(|t| format!(r#","auth":"{t}""#)).unwrap_or_default();
         let envelope = |kind: &str, data: String| {
             format!(
-                r#"{{"kind":"{kind}","head":{{"corrId":"{id}","version":"{VERSION}"}},"data":{data}}}"#
+                r#"{{"kind":"{kind}","head":{{"corrId":"{id}","version":"{VERSION}"{auth}}},"data":{data}}}"#
             )
         };
         let value = r#"{"headers":{},"data":"ImRvbmUi"}"#;
@@ -270,6 +273,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The JWT every request carries in `head.auth` (`--token`), if any.
+static TOKEN: OnceLock<String> = OnceLock::new();
+
 struct Args {
     addr: SocketAddr,
     mix: Mix,
@@ -309,6 +315,9 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             "--warmup" => warmup = number(&value).ok_or("--warmup must be a number >= 0")?,
             "--run" => run = value,
+            "--token" => {
+                let _ = TOKEN.set(value);
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
