@@ -58,6 +58,23 @@ fn an_unknown_key_in_the_spec_names_the_file_and_key_path() {
 }
 
 #[test]
+fn a_kind_without_auth_or_with_a_bad_auth_path_is_refused() {
+    // Every kind must say which ids a token must cover, or the spec does not load.
+    let dir = scratch("auth-missing");
+    edit(&dir.join("spec/kinds.yaml"), "  auth: [id]\n", "");
+    let err = load_error(&dir);
+    assert!(err.contains("kinds.yaml") && err.contains("promise.get") && err.contains("auth"), "{err}");
+
+    // A path must end at a string field of the decoded request; every render checks it.
+    let dir = scratch("auth-path");
+    edit(&dir.join("spec/kinds.yaml"), "  auth: [\"tasks[].id\"]", "  auth: [\"tasks[].pid\"]");
+    let spec = Spec::load(&dir.join("spec")).unwrap();
+    let m = Manifest::load(&dir.join("targets/sqlite-http.yaml")).unwrap();
+    let err = format!("{:#}", render::render(&spec, &m).unwrap_err());
+    assert!(err.contains("task.heartbeat.auth") && err.contains("tasks[].pid"), "{err}");
+}
+
+#[test]
 fn a_guard_naming_an_unknown_error_is_refused() {
     let dir = scratch("unknown-error");
     edit(&dir.join("spec/kinds.yaml"), "error: promise_not_found,", "error: promise_lost,");

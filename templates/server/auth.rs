@@ -55,8 +55,9 @@ impl Auth {
         })?;
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
-        // `exp` is required and judged without leeway.
+        // `exp` is required and judged without leeway; so is `nbf` when a token has one.
         validation.leeway = 0;
+        validation.validate_nbf = true;
         let mut required = vec!["exp"];
         if !config.auth_iss.is_empty() {
             validation.set_issuer(&[&config.auth_iss]);

@@ -301,6 +301,9 @@ fn an_expired_token_is_unauthorized() {
     let mut rig = Rig::start(Key::Rsa, &[]);
     let expired = sign(Key::Rsa, "RS256", &json!({ "exp": now_s() - 5, "role": "admin" }));
     unauthorized(rig.send(Some(&expired), "promise.get", json!({ "id": "a" })));
+    // Not valid yet.
+    let early = sign(Key::Rsa, "RS256", &json!({ "exp": now_s() + 3600, "nbf": now_s() + 600, "role": "admin" }));
+    unauthorized(rig.send(Some(&early), "promise.get", json!({ "id": "a" })));
 }
 
 #[test]

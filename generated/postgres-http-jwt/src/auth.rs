@@ -62,6 +62,7 @@ impl Auth {
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
         validation.leeway = 0;
+        validation.validate_nbf = true;
         let mut required = vec!["exp"];
         if !config.auth_iss.is_empty() {
             validation.set_issuer(&[&config.auth_iss]);
