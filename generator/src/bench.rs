@@ -314,13 +314,19 @@ impl FreshStore {
                 let database = url.rsplit('/').next().map(str::to_owned);
                 FreshStore { args: vec!["--storage-postgres-url".into(), url.into()], database }
             }
+            Store::Mysql => {
+                let url = resonate_gen::conform::fresh_mysql_database(&format!("bench_{}", m.name))?;
+                FreshStore { args: vec!["--storage-mysql-url".into(), url.clone().into()], database: Some(url) }
+            }
         })
     }
 }
 
 impl Drop for FreshStore {
     fn drop(&mut self) {
-        if let Some(db) = &self.database {
+        if let Some(url) = self.database.as_deref().filter(|d| d.starts_with("mysql://")) {
+            resonate_gen::conform::drop_mysql_database(url);
+        } else if let Some(db) = &self.database {
             let admin = resonate_gen::conform::postgres_admin_url();
             let drop = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
             let _ = Command::new("psql").args([admin.as_str(), "-q", "-c", &drop]).stdin(Stdio::null()).output();
@@ -591,6 +597,10 @@ fn markdown(repo: &Repo, m: &Manifest, r: &Measured, plan: &Plan, opts: &Options
         Store::Postgres => {
             "default flags, a fresh database on the PostgreSQL server at RESONATE_POSTGRES_ADMIN_URL \
                             (default 127.0.0.1:5432, sharing the machine) for every start; RSS is the server's alone"
+        }
+        Store::Mysql => {
+            "default flags, a fresh database on the MySQL server at RESONATE_MYSQL_ADMIN_URL \
+                            (default MariaDB at 127.0.0.1:3306, sharing the machine) for every start; RSS is the server's alone"
         }
     };
     let _ = writeln!(w, "- Server: release build, {store}; 127.0.0.1 only.");

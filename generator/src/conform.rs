@@ -18,8 +18,10 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-        if let Some(url) = &self.1 {
-            drop_postgres_database(url);
+        match &self.1 {
+            Some(url) if url.starts_with("mysql://") => drop_mysql_database(url),
+            Some(url) => drop_postgres_database(url),
+            None => {}
         }
     }
 }
@@ -70,6 +72,11 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, 
             let url = fresh_postgres_database(&m.name)?;
             database = Some(url.clone());
             cmd.arg("--storage-postgres-url").arg(url)
+        }
+        Store::Mysql => {
+            let url = fresh_mysql_database(&m.name)?;
+            database = Some(url.clone());
+            cmd.arg("--storage-mysql-url").arg(url)
         }
     };
     if debug {
@@ -126,6 +133,54 @@ pub fn drop_postgres_database(url: &str) {
         .args([postgres_admin_url().as_str(), "-q", "-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
         .stdin(Stdio::null())
         .output();
+}
+
+/// The MySQL server test stores are created on: `RESONATE_MYSQL_ADMIN_URL`, by default the local
+/// server (MariaDB) as root without a password over 127.0.0.1, database `test`.
+pub fn mysql_admin_url() -> String {
+    std::env::var("RESONATE_MYSQL_ADMIN_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "mysql://root@127.0.0.1:3306/test".to_string())
+}
+
+/// Runs one SQL statement with the `mysql` client as the user of a `mysql://user[:password]@host[:port]/db` URL.
+pub fn mysql_cli(url: &str, sql: &str) -> Result<String> {
+    let rest = url.strip_prefix("mysql://").with_context(|| format!("{url}: not a mysql:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (user, host) = authority.rsplit_once('@').unwrap_or(("root", authority));
+    let (user, password) = user.split_once(':').unwrap_or((user, ""));
+    let (host, port) = host.split_once(':').unwrap_or((host, "3306"));
+    let mut cmd = Command::new("mysql");
+    cmd.args(["-u", user, "-h", host, "-P", port, "--protocol=tcp", "-N", "-B", "-e", sql]);
+    if !password.is_empty() {
+        cmd.env("MYSQL_PWD", password);
+    }
+    let output = cmd.stdin(Stdio::null()).output().context("cannot run mysql (is the MySQL/MariaDB client installed?)")?;
+    if !output.status.success() {
+        bail!("mysql {sql}: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Creates an empty MySQL database and returns its URL: a fresh store for one server.
+pub fn fresh_mysql_database(label: &str) -> Result<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let label: String = label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("resonate_{label}_{}_{n}_{nanos}", std::process::id());
+    let admin = mysql_admin_url();
+    mysql_cli(&admin, &format!("CREATE DATABASE {name}"))?;
+    let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+    Ok(format!("{base}/{name}"))
+}
+
+/// Drops a database [`fresh_mysql_database`] created.
+pub fn drop_mysql_database(url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else { return };
+    let _ = mysql_cli(&mysql_admin_url(), &format!("DROP DATABASE IF EXISTS {name}"));
 }
 
 /// Runs the suite against one target; `Ok(true)` when every case passed.

@@ -7,6 +7,12 @@
 //! protocol's transitions and internal rules), `store` (durable state), `http` (the `POST /`
 //! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
 //! (schedule expressions), `config` (flags and environment).
+{% else if c.mysql() %}
+//! Layout: `protocol` (wire records and requests, rendered from spec/), `machine` (the
+//! protocol's transitions and internal rules), `store` (the MySQL store: a small pool of
+//! connections, one InnoDB transaction per request), `http` (the `POST /` endpoint, SSE streams
+//! and health routes), `delivery` (messages to workers), `cron` (schedule expressions), `config`
+//! (flags and environment).
 {% else %}
 //! Layout: `protocol` (wire records and requests, rendered from spec/), `store` (the
 //! PostgreSQL store: a small connection pool, and `schema.sql`, whose server-side functions run
@@ -25,7 +31,7 @@ mod config;
 mod cron;
 mod delivery;
 mod http;
-{% if c.sqlite() %}
+{% if c.machine() %}
 mod machine;
 mod protocol;
 {% else %}

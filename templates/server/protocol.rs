@@ -151,20 +151,20 @@ fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> R
 }
 
 /// A nested request envelope (`task.create`, `task.fulfill`, `task.suspend`); its `head` is ignored.
-#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %})]
+#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %}{% if c.mysql() %}, Clone{% endif %})]
 pub struct Action<T> {
     pub data: T,
 }
 
 /// A nested envelope whose `data` is decoded by its kind (`task.fence`).
-#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %})]
+#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %}{% if c.mysql() %}, Clone{% endif %})]
 pub struct RawAction {
     pub kind: String,
     pub data: serde_json::Value,
 }
 
 /// A task a heartbeat names.
-#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %})]
+#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %}{% if c.mysql() %}, Clone{% endif %})]
 pub struct TaskRef {
     pub id: String,
     pub version: i64,
@@ -179,7 +179,7 @@ pub struct TaskRef {
 {% endfor %}
 ///
 /// Success: {{ r.response }}.
-#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %})]
+#[derive(Debug, Deserialize{% if c.postgres() %}, Serialize{% endif %}{% if c.mysql() %}, Clone{% endif %})]
 pub struct {{ r.variant }} {
 {% for f in r.fields %}
 {% if f.optional %}
@@ -210,7 +210,7 @@ impl {{ r.variant }} {
 
 {% endfor %}
 /// A decoded request.
-#[derive(Debug)]
+#[derive(Debug{% if c.mysql() %}, Clone{% endif %})]
 pub enum Request {
 {% for r in c.requests %}
     {{ r.variant }}({{ r.variant }}),

@@ -63,7 +63,36 @@ pub fn psql(url: &str, sql: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// A fresh, empty PostgreSQL database, dropped (with its connections) when the last
+/// Where MySQL test databases are created: `RESONATE_MYSQL_ADMIN_URL`, by default the local
+/// MariaDB as root without a password over 127.0.0.1, database `test`.
+pub fn mysql_admin_url() -> String {
+    env::var("RESONATE_MYSQL_ADMIN_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "mysql://root@127.0.0.1:3306/test".to_string())
+}
+
+/// Runs one SQL statement with the `mysql` client as the user of a
+/// `mysql://user[:password]@host[:port]/db` URL; returns its tab-separated output.
+pub fn mysql(url: &str, sql: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("mysql://").ok_or_else(|| format!("{url}: not a mysql:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (user, host) = authority.rsplit_once('@').unwrap_or(("root", authority));
+    let (user, password) = user.split_once(':').unwrap_or((user, ""));
+    let (host, port) = host.split_once(':').unwrap_or((host, "3306"));
+    let mut command = Command::new("mysql");
+    command.args(["-u", user, "-h", host, "-P", port, "--protocol=tcp", "-N", "-B", "-e", sql]);
+    if !password.is_empty() {
+        command.env("MYSQL_PWD", password);
+    }
+    let output = command.stdin(Stdio::null()).output().map_err(|e| format!("cannot run mysql: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("mysql {sql}: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// A fresh, empty PostgreSQL (or MySQL) database, dropped (with its connections) when the last
 /// server using it is gone, failing or not: a failing test's server log is kept.
 #[derive(Debug)]
 pub struct Database {
@@ -83,11 +112,36 @@ impl Database {
         let base = admin.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap_or(admin);
         Database { url: format!("{base}/{name}"), name }
     }
+
+    /// A fresh, empty MySQL database on [`mysql_admin_url`].
+    pub fn create_mysql() -> Database {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("resonate_test_{}_{n}", std::process::id());
+        let admin = mysql_admin_url();
+        mysql(&admin, &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("cannot create a test database (is MySQL running?): {e}"));
+        let base = admin.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap_or(admin);
+        Database { url: format!("{base}/{name}"), name }
+    }
+
+    /// The server flag that points a server at this database.
+    pub fn flag(&self) -> &'static str {
+        if self.url.starts_with("mysql://") {
+            "--storage-mysql-url"
+        } else {
+            "--storage-postgres-url"
+        }
+    }
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
-        let _ = psql(&postgres_admin_url(), &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        if self.url.starts_with("mysql://") {
+            let _ = mysql(&mysql_admin_url(), &format!("DROP DATABASE IF EXISTS {}", self.name));
+        } else {
+            let _ = psql(&postgres_admin_url(), &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
     }
 }
 
@@ -159,10 +213,17 @@ impl Server {
     /// Starts `bin args.. --server-port <free port> --server-bind 127.0.0.1` in a fresh
     /// temporary directory, its output appended to `server.log` there, and waits until
     /// `GET /health` answers 200. Panics with the log if it exits or is not ready in 15 s.
-    /// A PostgreSQL target (`resonate-postgres-*`) gets a fresh database of its own.
+    /// A PostgreSQL or MySQL target (`resonate-postgres-*`, `resonate-mysql-*`) gets a fresh
+    /// database of its own.
     pub fn start(bin: &Path, args: &[&str]) -> Server {
-        let postgres = bin.file_name().is_some_and(|n| n.to_string_lossy().starts_with("resonate-postgres"));
-        let database = postgres.then(|| Arc::new(Database::create()));
+        let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let database = if name.starts_with("resonate-postgres") {
+            Some(Arc::new(Database::create()))
+        } else if name.starts_with("resonate-mysql") {
+            Some(Arc::new(Database::create_mysql()))
+        } else {
+            None
+        };
         Server::start_on(bin, args, database)
     }
 
@@ -176,7 +237,7 @@ impl Server {
         let dir = fresh_dir();
         let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         if let Some(db) = &database {
-            args.extend(["--storage-postgres-url".to_string(), db.url.clone()]);
+            args.extend([db.flag().to_string(), db.url.clone()]);
         }
         let mut server = Server {
             database,

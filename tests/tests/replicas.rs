@@ -1,14 +1,16 @@
-//! `postgres-http` as replicas: two server processes on one PostgreSQL database behave as one
-//! server. Exclusive task acquisition across replicas, no double dispatch, background rules that
-//! fire once, and SSE delivery across replicas (a worker streams from replica A, work arrives
-//! through replica B). Also the claim of the target: every protocol request is ONE round trip to
-//! PostgreSQL, counted by a proxy between a server and the database.
+//! `postgres-http` and `mysql-http` as replicas: two server processes on one database behave as
+//! one server. Exclusive task acquisition across replicas, no double dispatch, background rules
+//! that fire once, and SSE delivery across replicas (a worker streams from replica A, work arrives
+//! through replica B). Also the claims of the targets, counted by a proxy between a server and
+//! its database: every protocol request is ONE round trip to PostgreSQL; on MySQL, the statements
+//! of each request kind are those generated/mysql-http/README.md lists.
 //!
-//! Needs a PostgreSQL the tests can create databases on (see `server::postgres_admin_url`).
+//! Needs a PostgreSQL and a MySQL the tests can create databases on (see
+//! `server::postgres_admin_url`, `server::mysql_admin_url`).
 
 use resonate_tests::call;
 use resonate_tests::client::{Client, Sse};
-use resonate_tests::server::{build, postgres_admin_url, repo_root, Database, Server};
+use resonate_tests::server::{build, mysql_admin_url, postgres_admin_url, repo_root, Database, Server};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -19,14 +21,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "postgres-http";
+const MYSQL: &str = "mysql-http";
 /// A deadline no test reaches.
 const FAR: i64 = 4_000_000_000_000;
 /// How long an awaited message may take to arrive.
 const WAIT: Duration = Duration::from_secs(5);
 
-/// Two replicas on one fresh database, started with `args`.
-fn replicas(args: &[&str]) -> (Server, Server) {
-    let a = Server::start(&build(TARGET), args);
+/// Two replicas of `target` on one fresh database, started with `args`.
+fn replicas(target: &str, args: &[&str]) -> (Server, Server) {
+    let a = Server::start(&build(target), args);
     let b = a.replica(args);
     (a, b)
 }
@@ -81,7 +84,16 @@ fn collect(streams: &mut [Sse], done: impl Fn(&[Value], Instant) -> bool) -> Vec
 
 #[test]
 fn one_task_version_is_acquired_once_across_replicas() {
-    let (a, b) = replicas(&["--debug"]);
+    acquired_once(TARGET);
+}
+
+#[test]
+fn mysql_one_task_version_is_acquired_once_across_replicas() {
+    acquired_once(MYSQL);
+}
+
+fn acquired_once(target: &str) {
+    let (a, b) = replicas(target, &["--debug"]);
     for server in [&a, &b] {
         ok(&mut server.client(), "debug.start", json!({}));
     }
@@ -118,7 +130,16 @@ fn one_task_version_is_acquired_once_across_replicas() {
 
 #[test]
 fn replicas_dispatch_each_task_once_and_deliver_across_replicas() {
-    let (a, b) = replicas(&["--tasks-retry-timeout", "600000"]);
+    dispatched_once(TARGET);
+}
+
+#[test]
+fn mysql_replicas_dispatch_each_task_once_and_deliver_across_replicas() {
+    dispatched_once(MYSQL);
+}
+
+fn dispatched_once(target: &str) {
+    let (a, b) = replicas(target, &["--tasks-retry-timeout", "600000"]);
     // Workers of group g stream from both replicas; all work is created through replica B.
     let mut streams = vec![stream(&a, "g", "wa"), stream(&b, "g", "wb")];
     let mut only_a = stream(&a, "solo", "w");
@@ -152,11 +173,20 @@ fn replicas_dispatch_each_task_once_and_deliver_across_replicas() {
 
 #[test]
 fn background_rules_fire_once_across_replicas() {
+    rules_once(TARGET);
+}
+
+#[test]
+fn mysql_background_rules_fire_once_across_replicas() {
+    rules_once(MYSQL);
+}
+
+fn rules_once(target: &str) {
     // Both replicas run the rules every 20 ms; retries are due every 400 ms. Were a retry run by
     // both replicas, the worker would see about twice as many executes as periods.
     const RETRY_MS: u64 = 400;
     let retry = RETRY_MS.to_string();
-    let (a, b) = replicas(&["--timeouts-poll-interval", "20", "--tasks-retry-timeout", &retry]);
+    let (a, b) = replicas(target, &["--timeouts-poll-interval", "20", "--tasks-retry-timeout", &retry]);
     let mut streams = vec![stream(&a, "r", "wa"), stream(&b, "r", "wb")];
     const TASKS: usize = 8;
     let began = Instant::now();
@@ -224,6 +254,11 @@ struct Proxy {
 
 impl Proxy {
     fn start(upstream: SocketAddr) -> Proxy {
+        Proxy::forwarding(upstream, forward_counting)
+    }
+
+    /// A proxy whose client-to-server half is `forward` (which counts what it forwards).
+    fn forwarding(upstream: SocketAddr, forward: fn(TcpStream, TcpStream, &Counts)) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -239,7 +274,7 @@ impl Proxy {
                         let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                         thread::spawn(move || copy(server2, client2));
                         let counts = c.clone();
-                        thread::spawn(move || forward_counting(client, server, &counts));
+                        thread::spawn(move || forward(client, server, &counts));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -403,6 +438,143 @@ fn one_round_trip_per_request() {
     let after = proxy.counts.snapshot();
     let idle = after.0 - before.0 + after.1 - before.1;
     assert!(idle <= 4, "an idle server sent {idle} queries in 3 s");
+    drop(server);
+    drop(database);
+}
+
+// ----- statements per request on MySQL -----
+
+/// MySQL client commands: a text query, a prepared statement's execution, a preparation.
+const COM_QUERY: u8 = 0x03;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
+
+/// Forwards client-to-server MySQL packets one by one, counting each command (the first byte of
+/// a packet with sequence number 0) before it is sent on.
+fn forward_counting_mysql(mut from: TcpStream, mut to: TcpStream, counts: &Counts) {
+    loop {
+        let mut head = [0u8; 4];
+        if from.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+        let mut body = vec![0u8; len];
+        if from.read_exact(&mut body).is_err() {
+            break;
+        }
+        if head[3] == 0 && !body.is_empty() {
+            *counts.by_type.lock().unwrap().entry(body[0]).or_default() += 1;
+        }
+        if to.write_all(&head).is_err() || to.write_all(&body).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// The `| kind | statements |` rows of generated/mysql-http/README.md.
+fn documented_statements() -> BTreeMap<String, u64> {
+    let readme = std::fs::read_to_string(repo_root().join("generated").join(MYSQL).join("README.md")).unwrap();
+    readme
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let kind = cells.first()?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((kind.to_string(), cells.get(1)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Counts the statements (text queries and prepared-statement executions, `COMMIT` included;
+/// each one round trip) one server sends MySQL per request kind, through a proxy, on a single
+/// pooled connection with the background rules and delivery paused, and holds the README's
+/// table to them. Run with `--nocapture` to see the measured table.
+#[test]
+fn mysql_statements_per_request() {
+    let admin = mysql_admin_url();
+    let upstream: SocketAddr = {
+        let host = admin.split('@').nth(1).and_then(|rest| rest.split('/').next()).unwrap_or("127.0.0.1:3306");
+        let host = if host.contains(':') { host.to_string() } else { format!("{host}:3306") };
+        host.replace("localhost", "127.0.0.1").parse().expect("the admin URL names host:port")
+    };
+    let proxy = Proxy::forwarding(upstream, forward_counting_mysql);
+    let database = Arc::new(Database::create_mysql());
+    // Over TCP to the proxy: the driver would otherwise switch to the server's Unix socket.
+    let via_proxy = database.url.replacen(&upstream.to_string(), &format!("127.0.0.1:{}", proxy.port), 1)
+        + "?prefer_socket=false";
+    assert!(via_proxy.contains(&proxy.port.to_string()), "the database URL names {upstream}");
+    let args = ["--debug", "--storage-mysql-pool-size", "1", "--storage-mysql-url", &via_proxy];
+    let server = Server::start_on(&build(MYSQL), &args, None);
+    let mut client = server.client();
+    let mut at = |kind: &str, data: Value| call(&mut client, kind, data, Some(1_000));
+    assert_eq!(at("debug.start", json!({})).0, 200);
+    at("promise.get", json!({ "id": "warm-up" }));
+    thread::sleep(Duration::from_millis(200));
+    let statements = || proxy.counts.get(COM_QUERY) + proxy.counts.get(COM_STMT_EXECUTE);
+
+    let target = json!({ "resonate:target": "poll://any@nobody" });
+    let create = |id: &str, tags: &Value| json!({ "id": id, "timeoutAt": FAR, "param": {}, "tags": tags });
+    let requests: Vec<(&str, Value, u16)> = vec![
+        ("promise.create", create("a", &json!({ "resonate:external": "true" })), 200),
+        ("promise.get", json!({ "id": "a" }), 200),
+        ("promise.create", create("w", &target), 200),
+        ("promise.register_callback", json!({ "awaited": "a", "awaiter": "w" }), 200),
+        ("promise.register_listener", json!({ "awaited": "a", "address": "poll://any@nobody" }), 200),
+        ("promise.search", json!({}), 200),
+        ("promise.settle", json!({ "id": "a", "state": "resolved", "value": {} }), 200),
+        ("task.get", json!({ "id": "w" }), 200),
+        ("task.acquire", json!({ "id": "w", "version": 0, "pid": "p", "ttl": 60_000 }), 200),
+        ("task.heartbeat", json!({ "pid": "p", "tasks": [{ "id": "w", "version": 1 }] }), 200),
+        ("task.fence", json!({ "id": "w", "version": 1, "action": { "kind": "promise.create", "head": {},
+            "data": create("b", &json!({ "resonate:external": "true" })) } }), 200),
+        ("task.suspend", json!({ "id": "w", "version": 1, "actions": [{ "kind": "promise.register_callback",
+            "head": {}, "data": { "awaited": "b", "awaiter": "w" } }] }), 200),
+        ("promise.settle", json!({ "id": "b", "state": "resolved", "value": {} }), 200),
+        ("task.acquire", json!({ "id": "w", "version": 1, "pid": "p", "ttl": 60_000 }), 200),
+        ("task.release", json!({ "id": "w", "version": 2 }), 200),
+        ("task.halt", json!({ "id": "w" }), 200),
+        ("task.continue", json!({ "id": "w" }), 200),
+        ("task.acquire", json!({ "id": "w", "version": 2, "pid": "p", "ttl": 60_000 }), 200),
+        ("task.fulfill", json!({ "id": "w", "version": 3, "action": { "kind": "promise.settle", "head": {},
+            "data": { "id": "w", "state": "resolved", "value": {} } } }), 200),
+        ("task.create", json!({ "pid": "p", "ttl": 60_000, "action": { "kind": "promise.create", "head": {},
+            "data": create("root", &target) } }), 200),
+        ("task.search", json!({}), 200),
+        ("schedule.create", json!({ "id": "s", "cron": "0 * * * *", "promiseId": "s.{{.timestamp}}",
+            "promiseTimeout": 60_000 }), 200),
+        ("schedule.get", json!({ "id": "s" }), 200),
+        ("schedule.search", json!({}), 200),
+        ("schedule.delete", json!({ "id": "s" }), 200),
+        ("promise.get", json!({ "id": "missing" }), 404),
+        ("task.acquire", json!({ "id": "w", "version": 9, "pid": "p", "ttl": 1 }), 409),
+    ];
+    let documented = documented_statements();
+    let mut measured: BTreeMap<String, u64> = BTreeMap::new();
+    for (kind, data, status) in requests {
+        let before = statements();
+        let (got, response) = at(kind, data.clone());
+        assert_eq!(got, status, "{kind} {data}: {response}");
+        let most = measured.entry(kind.to_string()).or_default();
+        *most = (*most).max(statements() - before);
+    }
+    eprintln!("| kind | statements |\n|---|---:|");
+    for (kind, n) in &measured {
+        eprintln!("| `{kind}` | {n} |");
+    }
+    assert_eq!(documented, measured, "the README's table (left) against the statements measured (right)");
+    assert!(proxy.counts.get(COM_STMT_PREPARE) > 0, "statements are prepared (once per connection)");
+    // Idle and paused, the server sends nothing; running and idle without streams, one
+    // background pass per poll interval (1 s).
+    let before = statements();
+    thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(statements(), before, "a paused server is silent");
+    assert_eq!(at("debug.stop", json!({})).0, 200);
+    thread::sleep(Duration::from_millis(1_200));
+    let before = statements();
+    thread::sleep(Duration::from_millis(3_000));
+    let idle = statements() - before;
+    assert!(idle <= 4 * 4, "an idle server sent {idle} statements in 3 s");
+    eprintln!("idle: {idle} statements in 3 s");
     drop(server);
     drop(database);
 }
