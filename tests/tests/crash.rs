@@ -307,13 +307,15 @@ fn acknowledged_requests_survive_sigkill_and_background_work_resumes() {
     // whose execute no worker took.
     let group = "crash-final";
     let address = format!("poll://any@{group}");
-    let due = wall() + 300;
+    // Due after the creates below even on a slow machine (a promise born past its deadline is
+    // settled at birth and takes no listener), and before the restart.
+    let due = wall() + 1_500;
     for i in 0..5 {
         let t = format!("timed.{i}");
         let (s, a) = send_until_answered(addr, "promise.create", &json!({ "id": t, "timeoutAt": due, "tags": { "resonate:external": "true" } }), None);
         assert_eq!(s, 200, "{a}");
         let (s, a) = send_until_answered(addr, "promise.register_listener", &json!({ "awaited": t, "address": address }), None);
-        assert_eq!(s, 200, "{a}");
+        assert_eq!((s, &a["promise"]["state"]), (200, &json!("pending")), "the listener must be registered before the deadline: {a}");
         let r = format!("redo.{i}");
         let (s, a) = send_until_answered(addr, "promise.create", &json!({ "id": r, "timeoutAt": FAR, "tags": { "resonate:target": address } }), None);
         assert_eq!(s, 200, "{a}");
