@@ -49,7 +49,9 @@ const SCHEMA: [&str; 7] = [
         created_at BIGINT NOT NULL,
         settled_at BIGINT NULL,
         armed_at BIGINT NULL,
-        KEY promises_armed (armed_at)
+        KEY promises_armed (armed_at){% if c.retention %},
+        KEY promises_settled (settled_at),
+        KEY promises_pending (state, timeout_at){% endif %}
     ) ENGINE = InnoDB",
     // due_at: the lease deadline of an acquired task (R5) or the retry of a pending one (R6).
     "CREATE TABLE IF NOT EXISTS tasks (
@@ -743,6 +745,48 @@ impl<'c> Tx<'c> {
         )
     }
 
+{% if c.retention %}
+    /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
+    /// them first, so their drains run), locked like the other background claims.
+    pub fn overdue_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+        self.rows(
+            &format!(
+                "SELECT id FROM promises WHERE state = 'pending' AND timeout_at <= ? ORDER BY timeout_at LIMIT ? {}",
+                self.claiming()
+            ),
+            (horizon, limit as u64),
+        )
+    }
+
+    /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
+    /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
+    pub fn expired_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT p.id FROM promises p
+             WHERE p.settled_at <= ?
+               AND NOT EXISTS (SELECT 1 FROM promises o
+                   WHERE o.id = JSON_UNQUOTE(JSON_EXTRACT(p.tags, '$.\"resonate:origin\"')) AND o.state = 'pending')
+               AND NOT EXISTS (SELECT 1 FROM tasks t
+                   WHERE t.state <> 'fulfilled' AND JSON_CONTAINS(t.resumes, JSON_QUOTE(CONVERT(p.id USING utf8mb4))))
+             ORDER BY p.settled_at LIMIT ?",
+            (horizon, limit as u64),
+        )
+    }
+
+    /// Deletes a promise, its task and the callbacks it registered as awaiter.
+    pub fn purge_promise(&self, id: &str) -> Result<()> {
+        for sql in [
+            "DELETE FROM promises WHERE id = ?",
+            "DELETE FROM tasks WHERE id = ?",
+            "DELETE FROM callbacks WHERE awaiter = ?",
+            "DELETE FROM listeners WHERE awaited = ?",
+        ] {
+            self.run(sql, (id,))?;
+        }
+        Ok(())
+    }
+
+{% endif %}
     /// Promise ids after `after` in id order whose tags include every pair of `tags`.
     pub fn promise_ids(&self, after: &str, tags: &Tags, limit: usize) -> Result<Vec<String>> {
         if tags.is_empty() {
