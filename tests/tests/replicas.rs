@@ -578,3 +578,29 @@ fn mysql_statements_per_request() {
     drop(server);
     drop(database);
 }
+
+/// A mysql-http server that cannot use its database says why, exits non-zero, and never prints
+/// the URL's password.
+#[test]
+fn mysql_start_errors_are_clear_and_hide_the_password() {
+    let bin = build(MYSQL);
+    let cases: [(&[&str], &str); 5] = [
+        (&["--storage-mysql-url", "mysql://root:s3cret@127.0.0.1:1/x"], "cannot use MySQL at mysql://root:***@127.0.0.1:1/x"),
+        (&["--storage-mysql-url", "mysql:/root:s3cret@127.0.0.1/x"], "not a valid MySQL URL"),
+        (&["--storage-mysql-url", "mysql://root:s3cret@127.0.0.1:3306/"], "names no database"),
+        (&["--storage-mysql-url", "mysql://nobody:s3cret@127.0.0.1:3306/test"], "cannot use MySQL at mysql://nobody:***@"),
+        (&[], "no database: pass --storage-mysql-url"),
+    ];
+    for (args, expected) in cases {
+        let output = std::process::Command::new(&bin)
+            .args(args)
+            .args(["--server-port", "0"])
+            .env_remove("RESONATE_STORAGE__MYSQL__URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} started");
+        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr:?}");
+        assert!(!stderr.contains("s3cret"), "{args:?} printed the password: {stderr}");
+    }
+}

@@ -274,8 +274,7 @@ impl Store {
                 StoreError::new(
                     scrub(
                         format!(
-                            "storage-mysql-url {} is not a valid MySQL URL: {e}",
-                            redact(& url)
+                            "storage-mysql-url is not a valid MySQL URL (mysql://user:password@host:port/database): {e}"
                         ),
                         &url,
                     ),

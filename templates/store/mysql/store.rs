@@ -260,8 +260,9 @@ impl Store {
                  e.g. mysql://root@127.0.0.1:3306/resonate",
             ));
         }
+        // A URL the driver cannot parse is not echoed: where its password would be is unknown.
         let opts = Opts::from_url(&url).map_err(|e| {
-            StoreError::new(scrub(format!("storage-mysql-url {} is not a valid MySQL URL: {e}", redact(&url)), &url))
+            StoreError::new(scrub(format!("storage-mysql-url is not a valid MySQL URL (mysql://user:password@host:port/database): {e}"), &url))
         })?;
         if opts.get_db_name().is_none_or(str::is_empty) {
             return Err(StoreError::new(format!(
