@@ -301,6 +301,11 @@ fn an_expired_token_is_unauthorized() {
     let mut rig = Rig::start(Key::Rsa, &[]);
     let expired = sign(Key::Rsa, "RS256", &json!({ "exp": now_s() - 5, "role": "admin" }));
     unauthorized(rig.send(Some(&expired), "promise.get", json!({ "id": "a" })));
+    // A token the server has verified (and remembers) stops working at its exp all the same.
+    let brief = sign(Key::Rsa, "RS256", &json!({ "exp": now_s() + 2, "role": "admin" }));
+    assert_eq!(rig.send(Some(&brief), "promise.get", json!({ "id": "a" })).0, 404);
+    std::thread::sleep(Duration::from_millis(3_100));
+    unauthorized(rig.send(Some(&brief), "promise.get", json!({ "id": "a" })));
     // Not valid yet.
     let early = sign(Key::Rsa, "RS256", &json!({ "exp": now_s() + 3600, "nbf": now_s() + 600, "role": "admin" }));
     unauthorized(rig.send(Some(&early), "promise.get", json!({ "id": "a" })));
