@@ -113,7 +113,10 @@ struct Load {
     n: usize,
     model: BTreeMap<String, Rec>,
     acked: usize,
+    /// Requests sent that got no answer: the kill came while they were in flight.
     in_flight_at_kill: usize,
+    /// Requests that found no server to connect to (then resolved the same way).
+    refused: usize,
     failures: Vec<String>,
 }
 
@@ -136,8 +139,12 @@ impl Load {
                 self.model.insert(id.to_string(), after);
             }
             Ok((status, answer)) => self.failures.push(format!("{kind} {data} answered {status} {answer}; the store should hold {before:?}")),
-            Err(_) => {
-                self.in_flight_at_kill += 1;
+            Err(e) => {
+                if e.contains("refused") {
+                    self.refused += 1;
+                } else {
+                    self.in_flight_at_kill += 1;
+                }
                 let seen = if before.is_none() {
                     // A create in flight: absent (404) or created.
                     match send_until_answered(self.addr, "promise.get", &json!({ "id": id }), None) {
@@ -270,7 +277,7 @@ fn acknowledged_requests_survive_sigkill_and_background_work_resumes() {
             let stop = stop.clone();
             let rng = Rng(seed ^ (me as u64 + 1).wrapping_mul(0x9E37_79B9));
             thread::spawn(move || {
-                let mut load = Load { addr, me, rng, n: 0, model: BTreeMap::new(), acked: 0, in_flight_at_kill: 0, failures: Vec::new() };
+                let mut load = Load { addr, me, rng, n: 0, model: BTreeMap::new(), acked: 0, in_flight_at_kill: 0, refused: 0, failures: Vec::new() };
                 while !stop.load(Ordering::Relaxed) && load.failures.len() < 10 {
                     load.one();
                 }
@@ -289,7 +296,10 @@ fn acknowledged_requests_survive_sigkill_and_background_work_resumes() {
     let loads: Vec<Load> = clients.into_iter().map(|c| c.join().expect("a load client panicked")).collect();
     let acked: usize = loads.iter().map(|l| l.acked).sum();
     let in_flight: usize = loads.iter().map(|l| l.in_flight_at_kill).sum();
-    eprintln!("crash: {kills} kills during {acked} acknowledged requests; {in_flight} were in flight at a kill");
+    let refused: usize = loads.iter().map(|l| l.refused).sum();
+    eprintln!(
+        "crash: {kills} kills during {acked} acknowledged requests; {in_flight} were in flight at a kill, {refused} found the server down"
+    );
     let mut failures: Vec<String> = loads.iter().flat_map(|l| l.failures.clone()).collect();
     assert!(acked > 20 * kills / 2, "too little load got through: {acked} acknowledged requests");
     assert!(in_flight > 0, "no request was ever in flight at a kill; the test proves nothing");
