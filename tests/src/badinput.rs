@@ -14,11 +14,19 @@ use std::fmt::Write as _;
 
 /// The protocol version every request carries.
 pub const VERSION: &str = "2026-04-01";
+fn protocol_spec() -> serde_yaml::Value {
+    let text = std::fs::read_to_string(repo_root().join("spec/protocol.yaml")).expect("spec/protocol.yaml");
+    serde_yaml::from_str(&text).expect("spec/protocol.yaml parses")
+}
+
 /// The request body limit of spec/protocol.yaml (`http.body_limit_bytes`).
 pub fn body_limit() -> usize {
-    let text = std::fs::read_to_string(repo_root().join("spec/protocol.yaml")).expect("spec/protocol.yaml");
-    let spec: serde_yaml::Value = serde_yaml::from_str(&text).expect("spec/protocol.yaml parses");
-    spec["http"]["body_limit_bytes"].as_u64().expect("http.body_limit_bytes") as usize
+    protocol_spec()["http"]["body_limit_bytes"].as_u64().expect("http.body_limit_bytes") as usize
+}
+
+/// The plain-text answer to a body over the limit (`http.body_too_large.body`).
+pub fn too_large_message() -> String {
+    protocol_spec()["http"]["body_too_large"]["body"].as_str().expect("http.body_too_large.body").to_string()
 }
 
 /// splitmix64: small, seeded, good enough to pick cases.

@@ -7,7 +7,7 @@
 //!
 //! `RESONATE_BADINPUT_SEED` replays a run; the seed is printed.
 
-use resonate_tests::badinput::{Case, Expect, Generator, VERSION};
+use resonate_tests::badinput::{too_large_message, Case, Expect, Generator, VERSION};
 use resonate_tests::call;
 use resonate_tests::client::Client;
 use resonate_tests::server::{build, target, Server};
@@ -77,8 +77,9 @@ fn judge(case: &Case, status: u16, content_type: Option<&str>, body: &[u8]) -> R
     }
     match &case.expect {
         Expect::TooLarge => {
-            if status != 413 || body.is_empty() || content_type != Some("text/plain") {
-                return Err(format!("answered {status} {content_type:?}, not 413 text/plain with a message"));
+            if status != 413 || body != too_large_message().as_bytes() || content_type != Some("text/plain") {
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                return Err(format!("answered {status} {content_type:?} {text:?}, not 413 text/plain with the spec's message"));
             }
             Ok(())
         }
