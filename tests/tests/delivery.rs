@@ -182,3 +182,25 @@ fn an_unblock_waits_for_its_stream_to_connect() {
     assert_eq!(message["data"]["promise"]["id"], "s");
     eventually("the written message leaves the outbox", || queued(&mut client, address).is_empty());
 }
+
+#[test]
+fn a_worker_that_went_away_gets_no_more_messages() {
+    let (server, mut client) = start(&[]);
+    let open = |id: &str| {
+        let (response, sse) = Sse::open(server.addr, &format!("/poll/g/{id}")).expect("the stream opens");
+        assert_eq!(response.status, 200);
+        sse.expect("an event stream")
+    };
+    let gone = open("w1");
+    let mut live = open("w2");
+    // What a killed worker's kernel does: the connection closes.
+    drop(gone);
+    thread::sleep(Duration::from_millis(300));
+    // `any` picks among the group's live streams: every message must reach w2.
+    for i in 0..8 {
+        unblock_to(&mut client, &format!("m{i}"), "poll://any@g");
+        let data = live.next_data(WAIT).expect("the stream reads").expect("the live worker gets it");
+        let message: Value = serde_json::from_str(&data).expect("one JSON message per event");
+        assert_eq!(message["data"]["promise"]["id"], format!("m{i}"));
+    }
+}

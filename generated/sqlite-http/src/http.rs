@@ -95,7 +95,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(READ_TIMEOUT)
-                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

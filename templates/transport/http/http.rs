@@ -95,9 +95,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(READ_TIMEOUT)
-                // A client may shut down its sending side once the request is out: it still
-                // gets the answer (by default hyper closes at once and drops it).
-                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
