@@ -488,6 +488,10 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
         }
         Store::Mysql => add("src/store.rs", "store/mysql/store.rs", MysqlStore { c: &c }.render())?,
     }
+    // Stores reached by a URL share the code that keeps its password out of messages.
+    if target.store != Store::Sqlite {
+        add("src/url.rs", "store/shared/url.rs", Ok(include_str!("../../templates/store/shared/url.rs").to_string()))?;
+    }
     add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
     add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
     check_refusals_used(&c, &out)?;

@@ -40,6 +40,9 @@ mod protocol;
 mod protocol;
 {% endif %}
 mod store;
+{% if !c.sqlite() %}
+mod url;
+{% endif %}
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -579,23 +579,48 @@ fn mysql_statements_per_request() {
     drop(database);
 }
 
-/// A mysql-http server that cannot use its database says why, exits non-zero, and never prints
-/// the URL's password.
+/// A server that cannot use its database says why, exits non-zero, and never prints the URL's
+/// password: an unreachable host, a malformed URL, a wrong user, no URL.
+#[test]
+fn start_errors_are_clear_and_hide_the_password() {
+    start_errors(
+        TARGET,
+        "--storage-postgres-url",
+        "RESONATE_STORAGE__POSTGRES__URL",
+        &[
+            ("postgres://root:s3cret@127.0.0.1:1/x", "cannot use PostgreSQL at postgres://root:***@127.0.0.1:1/x"),
+            ("postgres://root:s3cret@127.0.0.1:5432/x?sslmode=nonsense", "is not a valid PostgreSQL URL"),
+            ("postgres://nobody:s3cret@127.0.0.1:5432/test", "cannot use PostgreSQL at postgres://nobody:***@"),
+        ],
+        "no database: pass --storage-postgres-url",
+    );
+}
+
 #[test]
 fn mysql_start_errors_are_clear_and_hide_the_password() {
-    let bin = build(MYSQL);
-    let cases: [(&[&str], &str); 5] = [
-        (&["--storage-mysql-url", "mysql://root:s3cret@127.0.0.1:1/x"], "cannot use MySQL at mysql://root:***@127.0.0.1:1/x"),
-        (&["--storage-mysql-url", "mysql:/root:s3cret@127.0.0.1/x"], "not a valid MySQL URL"),
-        (&["--storage-mysql-url", "mysql://root:s3cret@127.0.0.1:3306/"], "names no database"),
-        (&["--storage-mysql-url", "mysql://nobody:s3cret@127.0.0.1:3306/test"], "cannot use MySQL at mysql://nobody:***@"),
-        (&[], "no database: pass --storage-mysql-url"),
-    ];
+    start_errors(
+        MYSQL,
+        "--storage-mysql-url",
+        "RESONATE_STORAGE__MYSQL__URL",
+        &[
+            ("mysql://root:s3cret@127.0.0.1:1/x", "cannot use MySQL at mysql://root:***@127.0.0.1:1/x"),
+            ("mysql:/root:s3cret@127.0.0.1/x", "not a valid MySQL URL"),
+            ("mysql://root:s3cret@127.0.0.1:3306/", "names no database"),
+            ("mysql://nobody:s3cret@127.0.0.1:3306/test", "cannot use MySQL at mysql://nobody:***@"),
+        ],
+        "no database: pass --storage-mysql-url",
+    );
+}
+
+/// Starts `target` with each `(url, expected)` and once without a URL (`missing`).
+fn start_errors(target: &str, flag: &str, env: &str, urls: &[(&str, &str)], missing: &str) {
+    let bin = build(target);
+    let cases = urls.iter().map(|(url, expected)| (vec![flag, *url], *expected)).chain([(vec![], missing)]);
     for (args, expected) in cases {
         let output = std::process::Command::new(&bin)
-            .args(args)
+            .args(&args)
             .args(["--server-port", "0"])
-            .env_remove("RESONATE_STORAGE__MYSQL__URL")
+            .env_remove(env)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -17,11 +17,12 @@
 //! outbox every `messages-poll-interval` ms while this process holds SSE streams, and otherwise
 //! sleeps until its own commits queue a message or a deadline comes.
 use crate::config::{Config, Settings};
-use crate::delivery::Deliveries;
+use crate::delivery::{Deliveries, Outgoing};
 use crate::machine::{armed_at, Machine, TaskRow};
 use crate::protocol::{
     Promise, PromiseState, Reply, Request, Schedule, TaskState, Tags, Value,
 };
+use crate::url::{redact, scrub};
 use mysql::prelude::{FromRow, Queryable};
 use mysql::{Conn, Opts, OptsBuilder, Params};
 use std::cell::{Cell, RefCell};
@@ -157,43 +158,6 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 type Result<T> = std::result::Result<T, StoreError>;
-/// A queued message: its key, address, JSON text and failed attempts so far.
-pub struct Outgoing {
-    pub key: String,
-    pub address: String,
-    pub message: String,
-    pub attempts: i64,
-}
-/// The password of a `mysql://user:password@…` URL, if it has one.
-fn password(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let (user, _) = authority.rsplit_once('@')?;
-    user.split_once(':').map(|(_, password)| password).filter(|p| !p.is_empty())
-}
-/// A message about `url` as it may be printed: the URL's password never appears in it.
-fn scrub(message: String, url: &str) -> String {
-    match password(url) {
-        Some(secret) => message.replace(secret, "***"),
-        None => message,
-    }
-}
-/// `mysql://user:secret@host/db` -> `mysql://user:***@host/db`: URLs are never printed with
-/// their password.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((user, host)) if user.contains(':') => {
-            let name = user.split(':').next().unwrap_or_default();
-            format!("{scheme}://{name}:***@{host}{tail}")
-        }
-        _ => url.to_string(),
-    }
-}
 /// A fixed number of connections, opened on demand and reused.
 struct Pool {
     opts: Opts,

@@ -13,7 +13,7 @@
 //! stream connects or writes, or a deferred message falls due: an idle server does no work.
 use crate::http::now;
 use crate::config::Settings;
-use crate::store::{Outgoing, Store};
+use crate::store::Store;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Bytes, Frame};
 use std::collections::HashMap;
@@ -34,6 +34,14 @@ const BACKOFF_MAX_MS: i64 = 60_000;
 /// How long a message handed to a stream is held before it is sent again, should the stream
 /// close before writing it.
 const STREAM_HOLD_MS: i64 = 10_000;
+/// A queued message as the store hands it over: its key, address, JSON text and failed
+/// attempts so far.
+pub struct Outgoing {
+    pub key: String,
+    pub address: String,
+    pub message: String,
+    pub attempts: i64,
+}
 /// What became of messages handed to the transports, for the store to record.
 #[derive(Default)]
 pub struct Deliveries {

@@ -16,6 +16,7 @@ mod http;
 #[allow(dead_code)]
 mod protocol;
 mod store;
+mod url;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
 /// Log levels, most severe first.

@@ -16,8 +16,9 @@
 //! delivery loop.
 use crate::config::{Config, Settings};
 use crate::cron::Cron;
-use crate::delivery::Deliveries;
+use crate::delivery::{Deliveries, Outgoing};
 use crate::protocol::{Fenced, Refusal, Reply, Request};
+use crate::url::{redact, scrub};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,43 +72,6 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 type Result<T> = std::result::Result<T, StoreError>;
-/// A queued message: its key, address, JSON text and failed attempts so far.
-pub struct Outgoing {
-    pub key: String,
-    pub address: String,
-    pub message: String,
-    pub attempts: i64,
-}
-/// The password of a `postgres://user:password@…` URL, if it has one.
-fn password(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let (user, _) = authority.rsplit_once('@')?;
-    user.split_once(':').map(|(_, password)| password).filter(|p| !p.is_empty())
-}
-/// A message about `url` as it may be printed: the URL's password never appears in it.
-fn scrub(message: String, url: &str) -> String {
-    match password(url) {
-        Some(secret) => message.replace(secret, "***"),
-        None => message,
-    }
-}
-/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`: URLs are never printed with
-/// their password.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((user, host)) if user.contains(':') => {
-            let name = user.split(':').next().unwrap_or_default();
-            format!("{scheme}://{name}:***@{host}{tail}")
-        }
-        _ => url.to_string(),
-    }
-}
 /// A call is worth repeating when PostgreSQL aborted it to break a deadlock or a serialization
 /// conflict: nothing of it was committed.
 fn retryable(e: &tokio_postgres::Error) -> bool {

@@ -12,7 +12,7 @@
 //! a pending external promise (rule R1); `tasks.due_at` is the lease deadline of an acquired task
 //! (R5) or the retry instant of a pending one (R6).
 use crate::config::{Config, Settings};
-use crate::delivery::Deliveries;
+use crate::delivery::{Deliveries, Outgoing};
 use crate::machine::{armed_at, Machine, TaskRow};
 use crate::protocol::{
     Promise, PromiseState, Reply, Request, Schedule, TaskState, Tags, Value,
@@ -97,13 +97,6 @@ type Result<T> = std::result::Result<T, StoreError>;
 type Finish = Box<dyn FnOnce(Result<()>) + Send>;
 /// Runs one step (or learns that the transaction could not start); says whether to keep it.
 type Job = Box<dyn FnOnce(Result<&Tx<'_>>) -> (bool, Finish) + Send>;
-/// A queued message: its key, address, JSON text and failed attempts so far.
-pub struct Outgoing {
-    pub key: String,
-    pub address: String,
-    pub message: String,
-    pub attempts: i64,
-}
 /// A handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
