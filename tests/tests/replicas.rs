@@ -370,42 +370,7 @@ fn one_round_trip_per_request() {
     at("promise.get", json!({ "id": "warm-up" }));
     thread::sleep(Duration::from_millis(200));
 
-    let target = json!({ "resonate:target": "poll://any@nobody" });
-    let create = |id: &str, tags: &Value| json!({ "id": id, "timeoutAt": FAR, "param": {}, "tags": tags });
-    let requests: Vec<(&str, Value, u16)> = vec![
-        ("promise.create", create("a", &json!({ "resonate:external": "true" })), 200),
-        ("promise.get", json!({ "id": "a" }), 200),
-        ("promise.create", create("w", &target), 200),
-        ("promise.register_callback", json!({ "awaited": "a", "awaiter": "w" }), 200),
-        ("promise.register_listener", json!({ "awaited": "a", "address": "poll://any@nobody" }), 200),
-        ("promise.search", json!({}), 200),
-        ("promise.settle", json!({ "id": "a", "state": "resolved", "value": {} }), 200),
-        ("task.get", json!({ "id": "w" }), 200),
-        ("task.acquire", json!({ "id": "w", "version": 0, "pid": "p", "ttl": 60_000 }), 200),
-        ("task.heartbeat", json!({ "pid": "p", "tasks": [{ "id": "w", "version": 1 }] }), 200),
-        ("task.fence", json!({ "id": "w", "version": 1, "action": { "kind": "promise.create", "head": {},
-            "data": create("b", &json!({ "resonate:external": "true" })) } }), 200),
-        ("task.suspend", json!({ "id": "w", "version": 1, "actions": [{ "kind": "promise.register_callback",
-            "head": {}, "data": { "awaited": "b", "awaiter": "w" } }] }), 200),
-        ("promise.settle", json!({ "id": "b", "state": "resolved", "value": {} }), 200),
-        ("task.acquire", json!({ "id": "w", "version": 1, "pid": "p", "ttl": 60_000 }), 200),
-        ("task.release", json!({ "id": "w", "version": 2 }), 200),
-        ("task.halt", json!({ "id": "w" }), 200),
-        ("task.continue", json!({ "id": "w" }), 200),
-        ("task.acquire", json!({ "id": "w", "version": 2, "pid": "p", "ttl": 60_000 }), 200),
-        ("task.fulfill", json!({ "id": "w", "version": 3, "action": { "kind": "promise.settle", "head": {},
-            "data": { "id": "w", "state": "resolved", "value": {} } } }), 200),
-        ("task.create", json!({ "pid": "p", "ttl": 60_000, "action": { "kind": "promise.create", "head": {},
-            "data": create("root", &target) } }), 200),
-        ("task.search", json!({}), 200),
-        ("schedule.create", json!({ "id": "s", "cron": "0 * * * *", "promiseId": "s.{{.timestamp}}",
-            "promiseTimeout": 60_000 }), 200),
-        ("schedule.get", json!({ "id": "s" }), 200),
-        ("schedule.search", json!({}), 200),
-        ("schedule.delete", json!({ "id": "s" }), 200),
-        ("promise.get", json!({ "id": "missing" }), 404),
-        ("task.acquire", json!({ "id": "w", "version": 9, "pid": "p", "ttl": 1 }), 409),
-    ];
+    let requests = every_kind();
     let documented = documented_round_trips();
     let mut measured: BTreeMap<String, u64> = BTreeMap::new();
     for (kind, data, status) in requests {
@@ -440,6 +405,47 @@ fn one_round_trip_per_request() {
     assert!(idle <= 4, "an idle server sent {idle} queries in 3 s");
     drop(server);
     drop(database);
+}
+
+/// One request of every protocol kind, in an order where each answers the given status: the
+/// workload the per-request counts (round trips, statements) are measured on.
+fn every_kind() -> Vec<(&'static str, Value, u16)> {
+    let target = json!({ "resonate:target": "poll://any@nobody" });
+    let create = |id: &str, tags: &Value| json!({ "id": id, "timeoutAt": FAR, "param": {}, "tags": tags });
+    vec![
+        ("promise.create", create("a", &json!({ "resonate:external": "true" })), 200),
+        ("promise.get", json!({ "id": "a" }), 200),
+        ("promise.create", create("w", &target), 200),
+        ("promise.register_callback", json!({ "awaited": "a", "awaiter": "w" }), 200),
+        ("promise.register_listener", json!({ "awaited": "a", "address": "poll://any@nobody" }), 200),
+        ("promise.search", json!({}), 200),
+        ("promise.settle", json!({ "id": "a", "state": "resolved", "value": {} }), 200),
+        ("task.get", json!({ "id": "w" }), 200),
+        ("task.acquire", json!({ "id": "w", "version": 0, "pid": "p", "ttl": 60_000 }), 200),
+        ("task.heartbeat", json!({ "pid": "p", "tasks": [{ "id": "w", "version": 1 }] }), 200),
+        ("task.fence", json!({ "id": "w", "version": 1, "action": { "kind": "promise.create", "head": {},
+            "data": create("b", &json!({ "resonate:external": "true" })) } }), 200),
+        ("task.suspend", json!({ "id": "w", "version": 1, "actions": [{ "kind": "promise.register_callback",
+            "head": {}, "data": { "awaited": "b", "awaiter": "w" } }] }), 200),
+        ("promise.settle", json!({ "id": "b", "state": "resolved", "value": {} }), 200),
+        ("task.acquire", json!({ "id": "w", "version": 1, "pid": "p", "ttl": 60_000 }), 200),
+        ("task.release", json!({ "id": "w", "version": 2 }), 200),
+        ("task.halt", json!({ "id": "w" }), 200),
+        ("task.continue", json!({ "id": "w" }), 200),
+        ("task.acquire", json!({ "id": "w", "version": 2, "pid": "p", "ttl": 60_000 }), 200),
+        ("task.fulfill", json!({ "id": "w", "version": 3, "action": { "kind": "promise.settle", "head": {},
+            "data": { "id": "w", "state": "resolved", "value": {} } } }), 200),
+        ("task.create", json!({ "pid": "p", "ttl": 60_000, "action": { "kind": "promise.create", "head": {},
+            "data": create("root", &target) } }), 200),
+        ("task.search", json!({}), 200),
+        ("schedule.create", json!({ "id": "s", "cron": "0 * * * *", "promiseId": "s.{{.timestamp}}",
+            "promiseTimeout": 60_000 }), 200),
+        ("schedule.get", json!({ "id": "s" }), 200),
+        ("schedule.search", json!({}), 200),
+        ("schedule.delete", json!({ "id": "s" }), 200),
+        ("promise.get", json!({ "id": "missing" }), 404),
+        ("task.acquire", json!({ "id": "w", "version": 9, "pid": "p", "ttl": 1 }), 409),
+    ]
 }
 
 // ----- statements per request on MySQL -----
@@ -512,42 +518,7 @@ fn mysql_statements_per_request() {
     thread::sleep(Duration::from_millis(200));
     let statements = || proxy.counts.get(COM_QUERY) + proxy.counts.get(COM_STMT_EXECUTE);
 
-    let target = json!({ "resonate:target": "poll://any@nobody" });
-    let create = |id: &str, tags: &Value| json!({ "id": id, "timeoutAt": FAR, "param": {}, "tags": tags });
-    let requests: Vec<(&str, Value, u16)> = vec![
-        ("promise.create", create("a", &json!({ "resonate:external": "true" })), 200),
-        ("promise.get", json!({ "id": "a" }), 200),
-        ("promise.create", create("w", &target), 200),
-        ("promise.register_callback", json!({ "awaited": "a", "awaiter": "w" }), 200),
-        ("promise.register_listener", json!({ "awaited": "a", "address": "poll://any@nobody" }), 200),
-        ("promise.search", json!({}), 200),
-        ("promise.settle", json!({ "id": "a", "state": "resolved", "value": {} }), 200),
-        ("task.get", json!({ "id": "w" }), 200),
-        ("task.acquire", json!({ "id": "w", "version": 0, "pid": "p", "ttl": 60_000 }), 200),
-        ("task.heartbeat", json!({ "pid": "p", "tasks": [{ "id": "w", "version": 1 }] }), 200),
-        ("task.fence", json!({ "id": "w", "version": 1, "action": { "kind": "promise.create", "head": {},
-            "data": create("b", &json!({ "resonate:external": "true" })) } }), 200),
-        ("task.suspend", json!({ "id": "w", "version": 1, "actions": [{ "kind": "promise.register_callback",
-            "head": {}, "data": { "awaited": "b", "awaiter": "w" } }] }), 200),
-        ("promise.settle", json!({ "id": "b", "state": "resolved", "value": {} }), 200),
-        ("task.acquire", json!({ "id": "w", "version": 1, "pid": "p", "ttl": 60_000 }), 200),
-        ("task.release", json!({ "id": "w", "version": 2 }), 200),
-        ("task.halt", json!({ "id": "w" }), 200),
-        ("task.continue", json!({ "id": "w" }), 200),
-        ("task.acquire", json!({ "id": "w", "version": 2, "pid": "p", "ttl": 60_000 }), 200),
-        ("task.fulfill", json!({ "id": "w", "version": 3, "action": { "kind": "promise.settle", "head": {},
-            "data": { "id": "w", "state": "resolved", "value": {} } } }), 200),
-        ("task.create", json!({ "pid": "p", "ttl": 60_000, "action": { "kind": "promise.create", "head": {},
-            "data": create("root", &target) } }), 200),
-        ("task.search", json!({}), 200),
-        ("schedule.create", json!({ "id": "s", "cron": "0 * * * *", "promiseId": "s.{{.timestamp}}",
-            "promiseTimeout": 60_000 }), 200),
-        ("schedule.get", json!({ "id": "s" }), 200),
-        ("schedule.search", json!({}), 200),
-        ("schedule.delete", json!({ "id": "s" }), 200),
-        ("promise.get", json!({ "id": "missing" }), 404),
-        ("task.acquire", json!({ "id": "w", "version": 9, "pid": "p", "ttl": 1 }), 409),
-    ];
+    let requests = every_kind();
     let documented = documented_statements();
     let mut measured: BTreeMap<String, u64> = BTreeMap::new();
     for (kind, data, status) in requests {
