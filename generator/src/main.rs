@@ -163,12 +163,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::List) => {
             for m in Manifest::load_all(&repo.targets_dir())? {
                 println!(
-                    "{:<18} store={:<8} transport={:<5} push={:<5} auth={:<4} {}",
+                    "{:<18} store={:<8} transport={:<5} push={:<5} auth={:<4} retention={:<3} {}",
                     m.name,
                     m.store.name(),
                     m.transport.name(),
                     format!("{:?}", m.push).to_lowercase(),
                     format!("{:?}", m.auth).to_lowercase(),
+                    if m.retention { "yes" } else { "no" },
                     m.description
                 );
             }

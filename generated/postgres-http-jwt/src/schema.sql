@@ -92,6 +92,9 @@ CREATE TABLE IF NOT EXISTS schedules (
 );
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules (next_run_at);
 
+CREATE INDEX IF NOT EXISTS promises_settled ON promises (settled_at) WHERE settled_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS promises_pending ON promises (timeout_at) WHERE state = 'pending';
+
 DO $$ BEGIN
     CREATE TYPE reply AS (status integer, body jsonb);
 EXCEPTION WHEN duplicate_object THEN NULL;
@@ -1015,9 +1018,18 @@ DECLARE
     t tasks;
     was tasks;
 
+retention bigint := current_setting('resonate.retention')::bigint;
+    purged integer := 0;
+
 BEGIN
 
-FOR candidate IN SELECT id FROM promises WHERE armed_at <= now ORDER BY armed_at LIMIT batch LOOP
+-- R1 for armed promises, and (rule R8) for stored-pending ones overdue past the retention
+    -- horizon, so their drains run before they are deleted below.
+    FOR candidate IN SELECT id FROM (
+            SELECT id, armed_at AS due FROM promises WHERE armed_at <= now
+            UNION
+            SELECT id, timeout_at FROM promises WHERE retention > 0 AND state = 'pending' AND timeout_at <= now - retention
+        ) due ORDER BY due LIMIT batch LOOP
 
 IF NOT patient THEN
             PERFORM 1 FROM promises WHERE id = candidate FOR UPDATE SKIP LOCKED;
@@ -1049,8 +1061,30 @@ IF NOT patient THEN
         END IF;
     END LOOP;
 
+-- Rule R8: delete the promises settled before the horizon that nothing pending may still
+    -- read, with their tasks.
+    IF retention > 0 THEN
+        FOR candidate IN SELECT e.id FROM promises e
+                WHERE e.settled_at <= now - retention
+                  AND NOT EXISTS (SELECT 1 FROM promises o WHERE o.id = e.tags->>'resonate:origin' AND o.state = 'pending')
+                  AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.state <> 'fulfilled' AND e.id = ANY (w.resumes))
+                ORDER BY e.settled_at LIMIT batch LOOP
+            IF patient THEN
+                PERFORM 1 FROM promises WHERE id = candidate FOR UPDATE;
+            ELSE
+                PERFORM 1 FROM promises WHERE id = candidate FOR UPDATE SKIP LOCKED;
+                CONTINUE WHEN NOT FOUND;
+            END IF;
+            DELETE FROM promises WHERE id = candidate;
+            DELETE FROM tasks WHERE id = candidate;
+            DELETE FROM callbacks WHERE awaiter = candidate;
+            DELETE FROM listeners WHERE awaited = candidate;
+            purged := purged + 1;
+        END LOOP;
+    END IF;
+
 RETURN jsonb_build_object(
-        'more', promises_done = batch OR tasks_seen = batch,
+        'more', promises_done = batch OR tasks_seen = batch OR purged = batch,
         'schedules', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'cron', s.record->>'cron',
             'nextRunAt', s.next_run_at) ORDER BY s.next_run_at), '[]')
             FROM (SELECT * FROM schedules WHERE next_run_at <= now ORDER BY next_run_at LIMIT batch) s));

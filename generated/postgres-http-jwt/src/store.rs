@@ -190,15 +190,20 @@ impl Pool {
         })
     }
     /// A new connection: the schema on the search path, this process's settings for the
-    /// functions (`resonate.retry_timeout`, `resonate.server_url`), the statements prepared.
+    /// functions (`resonate.retry_timeout`, `resonate.server_url`, `resonate.retention`), the statements prepared.
     async fn open(&self) -> Result<Conn> {
         let client = connect(&self.config).await?;
         client
             .query_one(
                 "SELECT set_config('search_path', 'resonate', false),
                         set_config('resonate.retry_timeout', $1, false),
-                        set_config('resonate.server_url', $2, false)",
-                &[&self.settings.retry_timeout.to_string(), &self.settings.server_url],
+                        set_config('resonate.server_url', $2, false),
+                        set_config('resonate.retention', $3, false)",
+                &[
+                    &self.settings.retry_timeout.to_string(),
+                    &self.settings.server_url,
+                    &self.settings.retention.to_string(),
+                ],
             )
             .await?;
         let sql = Statements {
@@ -444,7 +449,7 @@ impl Store {
         }
         self.pass(&conn, now, false).await
     }
-    /// Rules R1, R5, R6 in SQL, then R7 with occurrences computed here; true when more work may
+    /// Rules R1, R5, R6, R8 in SQL, then R7 with occurrences computed here; true when more work may
     /// remain. A `patient` pass (debug.tick) waits for rows that requests hold instead of
     /// skipping them, and is repeated when PostgreSQL aborts it to break a deadlock.
     async fn pass(&self, conn: &Conn, now: i64, patient: bool) -> Result<bool> {

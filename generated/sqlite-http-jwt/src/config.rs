@@ -15,6 +15,8 @@ pub struct Settings {
     pub retry_cap: i64,
     /// ms a push may take before it counts as failed.
     pub push_timeout: i64,
+    /// ms after settlement a promise is deleted (rule R8); 0 keeps everything.
+    pub retention: i64,
 }
 /// The server's settings.
 #[derive(Debug, Clone)]
@@ -35,6 +37,8 @@ pub struct Config {
     pub tasks_retry_timeout: i64,
     /// ms between background passes of rules R1, R5, R6, R7
     pub timeouts_poll_interval: i64,
+    /// delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything
+    pub retention: i64,
     /// ms an HTTP push may take before it counts as failed and is retried with backoff
     pub transports_http_push_request_timeout: i64,
     /// most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped
@@ -60,6 +64,7 @@ const FLAGS: &[&str] = &[
     "storage-sqlite-synchronous",
     "tasks-retry-timeout",
     "timeouts-poll-interval",
+    "retention",
     "transports-http-push-request-timeout",
     "messages-retry-cap",
     "auth-publickey",
@@ -69,7 +74,7 @@ const FLAGS: &[&str] = &[
     "level",
 ];
 /// The `--help` text.
-const HELP: &str = "resonate-sqlite-http-jwt: a Resonate protocol 2026-04-01 server (embedded default with JWT auth: SQLite file in WAL mode, HTTP + SSE, HTTP push, every request scoped by a token)\n\nUsage: resonate-sqlite-http-jwt [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages (default http://<server-host>:<server-port>) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-sqlite-path <string>\n      SQLite database file (WAL mode) [env: RESONATE_STORAGE__SQLITE__PATH] [default: resonate.db]\n  --storage-sqlite-synchronous <string>\n      full: fsync every commit (survives power loss); normal: survives a killed process, not power loss [env: RESONATE_STORAGE__SQLITE__SYNCHRONOUS] [default: full]\n  --tasks-retry-timeout <i64>\n      ms between re-dispatches of a pending task (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes of rules R1, R5, R6, R7 [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --auth-publickey <string>\n      PEM public key file that verifies the JWT of every request: RSA (RS*/PS*), EC P-256/P-384 (ES256/ES384) or Ed25519 (EdDSA), detected from the file (required) [env: RESONATE_AUTH__PUBLICKEY] [default: ]\n  --auth-iss <string>\n      when set, a token's iss claim must equal it [env: RESONATE_AUTH__ISS] [default: ]\n  --auth-aud <string>\n      when set, a token's aud claim must contain it [env: RESONATE_AUTH__AUD] [default: ]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n";
+const HELP: &str = "resonate-sqlite-http-jwt: a Resonate protocol 2026-04-01 server (embedded default with JWT auth: SQLite file in WAL mode, HTTP + SSE, HTTP push, every request scoped by a token)\n\nUsage: resonate-sqlite-http-jwt [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages (default http://<server-host>:<server-port>) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-sqlite-path <string>\n      SQLite database file (WAL mode) [env: RESONATE_STORAGE__SQLITE__PATH] [default: resonate.db]\n  --storage-sqlite-synchronous <string>\n      full: fsync every commit (survives power loss); normal: survives a killed process, not power loss [env: RESONATE_STORAGE__SQLITE__SYNCHRONOUS] [default: full]\n  --tasks-retry-timeout <i64>\n      ms between re-dispatches of a pending task (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes of rules R1, R5, R6, R7 [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --auth-publickey <string>\n      PEM public key file that verifies the JWT of every request: RSA (RS*/PS*), EC P-256/P-384 (ES256/ES384) or Ed25519 (EdDSA), detected from the file (required) [env: RESONATE_AUTH__PUBLICKEY] [default: ]\n  --auth-iss <string>\n      when set, a token's iss claim must equal it [env: RESONATE_AUTH__ISS] [default: ]\n  --auth-aud <string>\n      when set, a token's aud claim must contain it [env: RESONATE_AUTH__AUD] [default: ]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n";
 impl Config {
     /// Reads the environment, then the command line. `Ok(None)` means `--help` was printed.
     pub fn load() -> Result<Option<Config>, String> {
@@ -82,6 +87,7 @@ impl Config {
             storage_sqlite_synchronous: "full".to_string(),
             tasks_retry_timeout: 30000,
             timeouts_poll_interval: 1000,
+            retention: 0,
             transports_http_push_request_timeout: 180000,
             messages_retry_cap: 1000,
             auth_publickey: "".to_string(),
@@ -119,6 +125,9 @@ impl Config {
         if let Ok(v) = std::env::var("RESONATE_TIMEOUTS__POLL_INTERVAL") {
             config
                 .set("timeouts-poll-interval", &v, "RESONATE_TIMEOUTS__POLL_INTERVAL")?;
+        }
+        if let Ok(v) = std::env::var("RESONATE_RETENTION") {
+            config.set("retention", &v, "RESONATE_RETENTION")?;
         }
         if let Ok(v) = std::env::var("RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT") {
             config
@@ -222,6 +231,14 @@ impl Config {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
             }
+            "retention" => {
+                self.retention = duration_ms(value)
+                    .ok_or_else(|| {
+                        format!(
+                            "{source}: expected a duration such as 7d, 12h, 30m, 10s, 500ms or 1h30m, got '{value}'"
+                        )
+                    })?;
+            }
             "transports-http-push-request-timeout" => {
                 self.transports_http_push_request_timeout = value
                     .parse()
@@ -277,6 +294,7 @@ impl Config {
             paused: AtomicBool::new(false),
             retry_cap: self.messages_retry_cap,
             push_timeout: self.transports_http_push_request_timeout,
+            retention: self.retention,
         }
     }
     /// The URL sent to workers in execute messages.
@@ -285,6 +303,51 @@ impl Config {
             format!("http://{}:{}", self.server_host, self.server_port)
         } else {
             self.server_url.clone()
+        }
+    }
+}
+/// Milliseconds in a duration written as a sum of `<number><unit>` terms, units `d`, `h`, `m`,
+/// `s` and `ms` (`7d`, `1h30m`); a bare number is milliseconds. None if malformed or too long.
+fn duration_ms(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return (ms >= 0).then_some(ms);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: i64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let number: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "d" => 86_400_000,
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1_000,
+            "ms" => 1,
+            _ => return None,
+        };
+        rest = &rest[unit..];
+        total = total.checked_add(number.checked_mul(scale)?)?;
+    }
+    Some(total)
+}
+#[cfg(test)]
+mod tests {
+    use super::duration_ms;
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("7d"), Some(7 * 86_400_000));
+        assert_eq!(duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(duration_ms("500ms"), Some(500));
+        assert_eq!(duration_ms("10s"), Some(10_000));
+        assert_eq!(duration_ms("250"), Some(250));
+        assert_eq!(duration_ms("0"), Some(0));
+        for bad in ["", "-1", "d", "7x", "1h30", "ms", "99999999999999d", "1.5h"] {
+            assert_eq!(duration_ms(bad), None, "{bad}");
         }
     }
 }

@@ -909,7 +909,7 @@ impl<'a> Machine<'a> {
         )
     }
     /// One bounded pass of the background rules at `now`: promise timeouts of armed promises (R1,
-    /// with their drains), lease timeouts (R5) and dispatches (R6), schedules (R7). Returns whether
+    /// with their drains), lease timeouts (R5) and dispatches (R6), schedules (R7), retention (R8). Returns whether
     /// work may remain (a batch was full), so the caller runs another pass.
     pub fn run_rules(&self) -> Result<bool> {
         let promises = self.tx.due_promises(self.now, RULE_BATCH)?;
@@ -934,10 +934,30 @@ impl<'a> Machine<'a> {
         for id in &schedules {
             self.fire_schedule(id)?;
         }
+        let purged = self.purge()?;
         Ok(
             promises.len() == RULE_BATCH || tasks.len() == RULE_BATCH
-                || !schedules.is_empty(),
+                || !schedules.is_empty() || purged,
         )
+    }
+    /// Rule R8: deletes one batch of promises settled longer than the retention ago, with their
+    /// tasks, unless a pending workflow may still read them. Overdue stored-pending promises are
+    /// settled first (R1 with its drains), so none of their listeners or awaiters is skipped.
+    /// Returns whether a batch was full.
+    fn purge(&self) -> Result<bool> {
+        if self.settings.retention == 0 {
+            return Ok(false);
+        }
+        let horizon = self.now.saturating_sub(self.settings.retention);
+        let overdue = self.tx.overdue_promises(horizon, RULE_BATCH)?;
+        for id in &overdue {
+            self.read_promise(id)?;
+        }
+        let expired = self.tx.expired_promises(horizon, RULE_BATCH)?;
+        for id in &expired {
+            self.tx.purge_promise(id)?;
+        }
+        Ok(overdue.len() == RULE_BATCH || expired.len() == RULE_BATCH)
     }
     /// Rule R7: creates the promise of each occurrence in [nextRunAt, now] (at most
     /// SCHEDULE_BATCH per firing), never one twice, then moves nextRunAt past them.

@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS schedules (
 );
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules (next_run_at);
 
+CREATE INDEX IF NOT EXISTS promises_settled ON promises (settled_at) WHERE settled_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS promises_pending ON promises (timeout_at) WHERE state = 'pending';
+
 ";
 /// The most steps one transaction carries.
 const MAX_BATCH: usize = 256;
@@ -562,6 +565,42 @@ impl Tx<'_> {
             now,
             limit,
         )
+    }
+    /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
+    /// them first, so their drains run).
+    pub fn overdue_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT id FROM promises WHERE state = 'pending' AND timeout_at <= ?1 ORDER BY timeout_at LIMIT ?2",
+            horizon,
+            limit,
+        )
+    }
+    /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
+    /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
+    pub fn expired_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT p.id FROM promises p
+             WHERE p.settled_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM promises o
+                   WHERE o.id = json_extract(p.tags, '$.\"resonate:origin\"') AND o.state = 'pending')
+               AND NOT EXISTS (SELECT 1 FROM tasks t, json_each(t.resumes) r
+                   WHERE t.state != 'fulfilled' AND r.value = p.id)
+             ORDER BY p.settled_at LIMIT ?2",
+            horizon,
+            limit,
+        )
+    }
+    /// Deletes a promise, its task and the callbacks it registered as awaiter.
+    pub fn purge_promise(&self, id: &str) -> Result<()> {
+        for sql in [
+            "DELETE FROM promises WHERE id = ?1",
+            "DELETE FROM tasks WHERE id = ?1",
+            "DELETE FROM callbacks WHERE awaiter = ?1",
+            "DELETE FROM listeners WHERE awaited = ?1",
+        ] {
+            self.conn.prepare_cached(sql)?.execute([id])?;
+        }
+        Ok(())
     }
     fn ids(&self, sql: &str, now: i64, limit: usize) -> Result<Vec<String>> {
         let ids = self
