@@ -167,6 +167,7 @@ impl<'a> Ctx<'a> {
             .errors
             .iter()
             .filter(|(_, e)| e.feature.as_deref().is_none_or(|f| target.has_feature(f)))
+            .filter(|(_, e)| e.stores.as_ref().is_none_or(|s| s.iter().any(|s| s == target.store.name())))
             .map(|(id, e)| RefusalView {
                 id: id.clone(),
                 variant: camel(id),

@@ -32,6 +32,18 @@ pub struct Protocol {
     pub envelope: Envelope,
     pub http: Http,
     pub addresses: Vec<Address>,
+    /// Refusals a store answers for input it cannot keep (checked by the store, after decoding).
+    #[serde(default)]
+    pub store_checks: Vec<StoreCheck>,
+}
+
+/// A refusal only the listed stores give: they have a limit the others lack.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreCheck {
+    pub error: String,
+    pub stores: Vec<String>,
+    pub when: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +151,8 @@ pub struct Error {
     pub source: ErrorSource,
     /// Only targets whose manifest turns this feature on carry the refusal (all when absent).
     pub feature: Option<String>,
+    /// Only targets with one of these stores carry the refusal (all when absent).
+    pub stores: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -482,6 +496,9 @@ impl Spec {
         };
         for (i, g) in self.protocol.envelope.checks.iter().enumerate() {
             need("protocol.yaml", format!("envelope.checks[{i}].error"), &g.error)?;
+        }
+        for (i, c) in self.protocol.store_checks.iter().enumerate() {
+            need("protocol.yaml", format!("store_checks[{i}].error"), &c.error)?;
         }
         for (i, c) in self.auth.checks.iter().enumerate() {
             need("auth.yaml", format!("checks[{i}].error"), &c.error)?;

@@ -702,12 +702,13 @@ fn every_guard_in_the_spec_answers_its_refusal() {
         .map(|p| p.split_once('/').unwrap().1.to_string())
         .chain(envelope_refusals())
         .collect();
-    // Refusals of a manifest feature (`feature: jwt`) belong to targets with it: tests/tests/auth.rs.
+    // Refusals of a manifest feature (`feature: jwt`) belong to targets with it (tests/tests/auth.rs),
+    // a store's limits to targets with that store (ids_past_a_stores_limit_are_refused_not_failed).
     let defined: BTreeSet<String> = errors
         .as_mapping()
         .unwrap()
         .iter()
-        .filter(|(_, e)| e.get("feature").is_none())
+        .filter(|(_, e)| e.get("feature").is_none() && e.get("stores").is_none())
         .map(|(k, _)| text(k).to_string())
         .collect();
     assert_eq!(named, defined, "errors.yaml ids versus the refusals kinds.yaml and protocol.yaml name");
@@ -1417,4 +1418,37 @@ fn plain_routes_answer_as_the_official_server() {
     assert_eq!(response.status, 413);
     assert_eq!(response.header("content-type"), Some("text/plain"));
     assert_eq!(response.text(), "Failed to buffer the request body: length limit exceeded");
+}
+
+/// An id or address wider than a store keeps (spec/protocol.yaml `store_checks`) is refused with
+/// the spec's 400 and changes nothing; on stores without such a limit it is an ordinary id.
+#[test]
+fn ids_past_a_stores_limit_are_refused_not_failed() {
+    let target = target_under_test();
+    let checks = spec("protocol.yaml")["store_checks"].as_sequence().cloned().unwrap_or_default();
+    let limited = checks.iter().any(|c| {
+        let stores = c["stores"].as_sequence().expect("a store check lists its stores");
+        stores.iter().any(|s| target.starts_with(&format!("{}-", text(s))))
+    });
+    let errors = spec("errors.yaml");
+    let mut r = Rig::start(&[]);
+    let long = "x".repeat(1_500);
+    let far = "y".repeat(2_500);
+    r.create("a", json!({ "resonate:external": "true" }), FAR, T);
+    let before = r.snap();
+    let requests = [
+        ("promise.create", json!({ "id": long, "timeoutAt": FAR, "param": {}, "tags": {} })),
+        ("promise.register_listener", json!({ "awaited": "a", "address": format!("poll://any@{far}") })),
+    ];
+    for (kind, data) in requests {
+        let (status, answer) = r.send(kind, data, T);
+        if limited {
+            assert_refusal(&errors, "too_long", status, &answer, kind);
+        } else {
+            assert_eq!(status, 200, "{kind}: {answer}");
+        }
+    }
+    if limited {
+        assert_eq!(r.snap(), before, "a refused request changes nothing");
+    }
 }

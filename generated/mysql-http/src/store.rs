@@ -20,7 +20,7 @@ use crate::config::{Config, Settings};
 use crate::delivery::{Deliveries, Outgoing};
 use crate::machine::{armed_at, Machine, TaskRow};
 use crate::protocol::{
-    Promise, PromiseState, Reply, Request, Schedule, TaskState, Tags, Value,
+    Promise, PromiseState, Refusal, Reply, Request, Schedule, TaskState, Tags, Value,
 };
 use crate::url::{redact, scrub};
 use mysql::prelude::{FromRow, Queryable};
@@ -104,6 +104,8 @@ const SCHEMA: [&str; 7] = [
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 const ER_DUP_ENTRY: u16 = 1062;
+/// A value wider than its column: an id or address past the key columns' widths.
+const ER_DATA_TOO_LONG: u16 = 1406;
 /// How often one request is tried before its error is answered.
 const MAX_ATTEMPTS: u32 = 20;
 /// How long a claimed message is held from other replicas while this one sends it.
@@ -120,6 +122,8 @@ pub struct StoreError {
     retry: bool,
     /// The connection failed (not the statement): it is closed rather than reused.
     lost: bool,
+    /// An id or address too long for its column: the request is refused, not failed.
+    too_long: bool,
 }
 impl StoreError {
     fn new(message: impl Into<String>) -> StoreError {
@@ -127,6 +131,7 @@ impl StoreError {
             message: message.into(),
             retry: false,
             lost: false,
+            too_long: false,
         }
     }
 }
@@ -145,10 +150,14 @@ impl From<mysql::Error> for StoreError {
             & e, mysql::Error::MySqlError(_) | mysql::Error::FromValueError(_) |
             mysql::Error::FromRowError(_)
         );
+        let too_long = matches!(
+            & e, mysql::Error::MySqlError(m) if m.code == ER_DATA_TOO_LONG
+        );
         StoreError {
             message: e.to_string(),
             retry,
             lost,
+            too_long,
         }
     }
 }
@@ -198,12 +207,17 @@ impl Pool {
             .map_err(|e| StoreError::new(format!("a store thread failed: {e}")))?
     }
 }
-/// Opens a connection: READ COMMITTED, autocommit off, a bounded lock wait.
+/// Opens a connection: READ COMMITTED, autocommit off, a bounded lock wait, and strict mode
+/// whatever the server's default: a value too wide for its column is an error, never truncated
+/// (two long ids must not become one).
 fn connect(opts: &Opts) -> Result<Conn> {
     let mut conn = Conn::new(opts.clone())?;
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")?;
     conn.query_drop(
-        format!("SET autocommit = 0, innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"),
+        format!(
+            "SET autocommit = 0, innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}, \
+         sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
+        ),
     )?;
     Ok(conn)
 }
@@ -288,11 +302,16 @@ impl Store {
     ) -> Result<Reply> {
         let settings = self.settings.clone();
         let patient = matches!(request, Request::DebugTick(_));
-        self.transaction(move |tx| {
+        let reply = self
+            .transaction(move |tx| {
                 tx.patient.set(patient);
                 Machine::new(tx, now, &settings).handle(request.clone(), &corr_id)
             })
-            .await
+            .await;
+        match reply {
+            Err(e) if e.too_long => Ok(Reply::from(Refusal::TooLong)),
+            other => other,
+        }
     }
     /// One bounded pass of the background rules at `now`, unless debug.start paused them while
     /// this pass waited for a connection; true when more work may remain.
@@ -591,9 +610,11 @@ impl<'c> Tx<'c> {
             values,
         )
     }
+    /// Registers a callback once. (Not INSERT IGNORE: it would truncate a value too wide for
+    /// its column instead of refusing it.)
     pub fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<()> {
         self.run(
-            "INSERT IGNORE INTO callbacks (awaited, awaiter) VALUES (?, ?)",
+            "INSERT INTO callbacks (awaited, awaiter) VALUES (?, ?) ON DUPLICATE KEY UPDATE awaiter = awaiter",
             (awaited, awaiter),
         )
     }
@@ -609,9 +630,10 @@ impl<'c> Tx<'c> {
         }
         Ok(items)
     }
+    /// Registers a listener once (not INSERT IGNORE, as for callbacks).
     pub fn add_listener(&self, awaited: &str, address: &str) -> Result<()> {
         self.run(
-            "INSERT IGNORE INTO listeners (awaited, address) VALUES (?, ?)",
+            "INSERT INTO listeners (awaited, address) VALUES (?, ?) ON DUPLICATE KEY UPDATE address = address",
             (awaited, address),
         )
     }

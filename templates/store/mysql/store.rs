@@ -18,7 +18,7 @@
 use crate::config::{Config, Settings};
 use crate::delivery::{Deliveries, Outgoing};
 use crate::machine::{armed_at, Machine, TaskRow};
-use crate::protocol::{Promise, PromiseState, Reply, Request, Schedule, TaskState, Tags, Value};
+use crate::protocol::{Promise, PromiseState, Refusal, Reply, Request, Schedule, TaskState, Tags, Value};
 use crate::url::{redact, scrub};
 use mysql::prelude::{FromRow, Queryable};
 use mysql::{Conn, Opts, OptsBuilder, Params};
@@ -108,6 +108,8 @@ const SCHEMA: [&str; 7] = [
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 const ER_DUP_ENTRY: u16 = 1062;
+/// A value wider than its column: an id or address past the key columns' widths.
+const ER_DATA_TOO_LONG: u16 = 1406;
 /// How often one request is tried before its error is answered.
 const MAX_ATTEMPTS: u32 = 20;
 /// How long a claimed message is held from other replicas while this one sends it.
@@ -125,11 +127,13 @@ pub struct StoreError {
     retry: bool,
     /// The connection failed (not the statement): it is closed rather than reused.
     lost: bool,
+    /// An id or address too long for its column: the request is refused, not failed.
+    too_long: bool,
 }
 
 impl StoreError {
     fn new(message: impl Into<String>) -> StoreError {
-        StoreError { message: message.into(), retry: false, lost: false }
+        StoreError { message: message.into(), retry: false, lost: false, too_long: false }
     }
 }
 
@@ -144,7 +148,8 @@ impl From<mysql::Error> for StoreError {
         let retry = matches!(&e, mysql::Error::MySqlError(m)
             if m.code == ER_LOCK_DEADLOCK || m.code == ER_LOCK_WAIT_TIMEOUT || m.code == ER_DUP_ENTRY);
         let lost = !matches!(&e, mysql::Error::MySqlError(_) | mysql::Error::FromValueError(_) | mysql::Error::FromRowError(_));
-        StoreError { message: e.to_string(), retry, lost }
+        let too_long = matches!(&e, mysql::Error::MySqlError(m) if m.code == ER_DATA_TOO_LONG);
+        StoreError { message: e.to_string(), retry, lost, too_long }
     }
 }
 
@@ -191,11 +196,16 @@ impl Pool {
     }
 }
 
-/// Opens a connection: READ COMMITTED, autocommit off, a bounded lock wait.
+/// Opens a connection: READ COMMITTED, autocommit off, a bounded lock wait, and strict mode
+/// whatever the server's default: a value too wide for its column is an error, never truncated
+/// (two long ids must not become one).
 fn connect(opts: &Opts) -> Result<Conn> {
     let mut conn = Conn::new(opts.clone())?;
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")?;
-    conn.query_drop(format!("SET autocommit = 0, innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"))?;
+    conn.query_drop(format!(
+        "SET autocommit = 0, innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}, \
+         sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
+    ))?;
     Ok(conn)
 }
 
@@ -251,11 +261,17 @@ impl Store {
         let settings = self.settings.clone();
         // debug.tick runs every due rule: it waits for rows requests hold instead of skipping them.
         let patient = matches!(request, Request::DebugTick(_));
-        self.transaction(move |tx| {
-            tx.patient.set(patient);
-            Machine::new(tx, now, &settings).handle(request.clone(), &corr_id)
-        })
-        .await
+        let reply = self
+            .transaction(move |tx| {
+                tx.patient.set(patient);
+                Machine::new(tx, now, &settings).handle(request.clone(), &corr_id)
+            })
+            .await;
+        match reply {
+            // Rolled back: the request changed nothing.
+            Err(e) if e.too_long => Ok(Reply::from(Refusal::TooLong)),
+            other => other,
+        }
     }
 
     /// One bounded pass of the background rules at `now`, unless debug.start paused them while
@@ -541,8 +557,13 @@ impl<'c> Tx<'c> {
         )
     }
 
+    /// Registers a callback once. (Not INSERT IGNORE: it would truncate a value too wide for
+    /// its column instead of refusing it.)
     pub fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<()> {
-        self.run("INSERT IGNORE INTO callbacks (awaited, awaiter) VALUES (?, ?)", (awaited, awaiter))
+        self.run(
+            "INSERT INTO callbacks (awaited, awaiter) VALUES (?, ?) ON DUPLICATE KEY UPDATE awaiter = awaiter",
+            (awaited, awaiter),
+        )
     }
 
     /// Removes and returns a promise's callbacks, oldest first.
@@ -554,8 +575,12 @@ impl<'c> Tx<'c> {
         Ok(items)
     }
 
+    /// Registers a listener once (not INSERT IGNORE, as for callbacks).
     pub fn add_listener(&self, awaited: &str, address: &str) -> Result<()> {
-        self.run("INSERT IGNORE INTO listeners (awaited, address) VALUES (?, ?)", (awaited, address))
+        self.run(
+            "INSERT INTO listeners (awaited, address) VALUES (?, ?) ON DUPLICATE KEY UPDATE address = address",
+            (awaited, address),
+        )
     }
 
     /// Removes and returns a promise's listeners, oldest first.
