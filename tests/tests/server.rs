@@ -1432,8 +1432,20 @@ fn ids_past_a_stores_limit_are_refused_not_failed() {
     });
     let errors = spec("errors.yaml");
     let mut r = Rig::start(&[]);
-    let long = "x".repeat(1_500);
-    let far = "y".repeat(2_500);
+    // Past every store limit, and incompressible (PostgreSQL compresses index rows).
+    let noise = |n: usize| -> String {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect()
+    };
+    let long = noise(9_000);
+    let far = noise(9_000);
     r.create("a", json!({ "resonate:external": "true" }), FAR, T);
     let before = r.snap();
     let requests = [

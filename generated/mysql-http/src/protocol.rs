@@ -276,7 +276,7 @@ pub enum Refusal {
     TickTimeMismatch,
     /// 400: TimeoutAt must be a non-negative integer
     TimeoutNegative,
-    /// 400: Invalid request: an id longer than 1024 bytes or an address longer than 2000 bytes does not fit this store
+    /// 400: Invalid request: an id or an address is too long for this store
     TooLong,
     /// 400: TTL must be a positive integer
     TtlNotPositive,
@@ -445,7 +445,7 @@ impl Refusal {
                 "TimeoutAt must be a non-negative integer".to_string()
             }
             Self::TooLong => {
-                "Invalid request: an id longer than 1024 bytes or an address longer than 2000 bytes does not fit this store"
+                "Invalid request: an id or an address is too long for this store"
                     .to_string()
             }
             Self::TtlNotPositive => "TTL must be a positive integer".to_string(),

@@ -159,6 +159,7 @@ BEGIN
         WHEN 'tick_time' THEN RETURN (400, to_jsonb(replace('Missing or invalid ''time'' field', '{detail}', detail)))::reply;
         WHEN 'tick_time_mismatch' THEN RETURN (400, to_jsonb(replace('resonate:debug_time must equal data.time', '{detail}', detail)))::reply;
         WHEN 'timeout_negative' THEN RETURN (400, to_jsonb(replace('TimeoutAt must be a non-negative integer', '{detail}', detail)))::reply;
+        WHEN 'too_long' THEN RETURN (400, to_jsonb(replace('Invalid request: an id or an address is too long for this store', '{detail}', detail)))::reply;
         WHEN 'ttl_not_positive' THEN RETURN (400, to_jsonb(replace('TTL must be a positive integer', '{detail}', detail)))::reply;
         WHEN 'unauthorized' THEN RETURN (401, to_jsonb(replace('Unauthorized', '{detail}', detail)))::reply;
         WHEN 'unknown_operation' THEN RETURN (400, to_jsonb(replace('Unknown operation: {detail}', '{detail}', detail)))::reply;

@@ -276,6 +276,8 @@ pub enum Refusal {
     TickTimeMismatch,
     /// 400: TimeoutAt must be a non-negative integer
     TimeoutNegative,
+    /// 400: Invalid request: an id or an address is too long for this store
+    TooLong,
     /// 400: TTL must be a positive integer
     TtlNotPositive,
     /// 400: Unknown operation: …
@@ -342,6 +344,7 @@ impl Refusal {
             Self::TickTime => 400,
             Self::TickTimeMismatch => 400,
             Self::TimeoutNegative => 400,
+            Self::TooLong => 400,
             Self::TtlNotPositive => 400,
             Self::UnknownOperation(_) => 400,
             Self::UnsupportedVersion(_) => 400,
@@ -440,6 +443,10 @@ impl Refusal {
             }
             Self::TimeoutNegative => {
                 "TimeoutAt must be a non-negative integer".to_string()
+            }
+            Self::TooLong => {
+                "Invalid request: an id or an address is too long for this store"
+                    .to_string()
             }
             Self::TtlNotPositive => "TTL must be a positive integer".to_string(),
             Self::UnknownOperation(detail) => format!("Unknown operation: {}", detail),

@@ -436,6 +436,9 @@ impl Store {
                     drop(conn);
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
                 }
+                Err(e) if e.code() == Some(&SqlState::PROGRAM_LIMIT_EXCEEDED) => {
+                    return Ok(Refusal::TooLong.into());
+                }
                 Err(e) => return Err(e.into()),
             }
         }

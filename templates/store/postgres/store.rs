@@ -372,6 +372,8 @@ impl Store {
                     drop(conn);
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
                 }
+                // An id or address past what an index row holds; the call rolled back whole.
+                Err(e) if e.code() == Some(&SqlState::PROGRAM_LIMIT_EXCEEDED) => return Ok(Refusal::TooLong.into()),
                 Err(e) => return Err(e.into()),
             }
         }
