@@ -1448,9 +1448,12 @@ fn ids_past_a_stores_limit_are_refused_not_failed() {
     let far = noise(9_000);
     r.create("a", json!({ "resonate:external": "true" }), FAR, T);
     let before = r.snap();
+    // A schedule whose occurrences would expand to such an id is refused when it is created.
+    let every = format!("{long}.{}", concat!("{", "{.timestamp}}"));
     let requests = [
         ("promise.create", json!({ "id": long, "timeoutAt": FAR, "param": {}, "tags": {} })),
         ("promise.register_listener", json!({ "awaited": "a", "address": format!("poll://any@{far}") })),
+        ("schedule.create", json!({ "id": "s", "cron": "* * * * *", "promiseId": every, "promiseTimeout": 1 })),
     ];
     for (kind, data) in requests {
         let (status, answer) = r.send(kind, data, T);

@@ -106,6 +106,9 @@ const ER_LOCK_DEADLOCK: u16 = 1213;
 const ER_DUP_ENTRY: u16 = 1062;
 /// A value wider than its column: an id or address past the key columns' widths.
 const ER_DATA_TOO_LONG: u16 = 1406;
+/// The width of the id columns: a schedule whose occurrences could expand past it is refused
+/// when it is created, not failed at every firing.
+const MAX_ID_BYTES: usize = 1024;
 /// How often one request is tried before its error is answered.
 const MAX_ATTEMPTS: u32 = 20;
 /// How long a claimed message is held from other replicas while this one sends it.
@@ -302,6 +305,12 @@ impl Store {
     ) -> Result<Reply> {
         let settings = self.settings.clone();
         let patient = matches!(request, Request::DebugTick(_));
+        if matches!(
+            & request, Request::ScheduleCreate(s) if s.longest_promise_id() >
+            MAX_ID_BYTES
+        ) {
+            return Ok(Refusal::TooLong.into());
+        }
         let reply = self
             .transaction(move |tx| {
                 tx.patient.set(patient);

@@ -1417,3 +1417,13 @@ impl Fenced {
         }
     }
 }
+impl ScheduleCreate {
+    /// The longest promise id an occurrence can expand to: the schedule id for `{.id}` and
+    /// the longest timestamp for every `{.timestamp}` (both in double braces).
+    pub fn longest_promise_id(&self) -> usize {
+        self.promise_id
+            .replace(concat!("{", "{.id}}"), &self.id)
+            .replace(concat!("{", "{.timestamp}}"), &i64::MIN.to_string())
+            .len()
+    }
+}

@@ -72,6 +72,9 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 type Result<T> = std::result::Result<T, StoreError>;
+/// The longest promise id a schedule may expand to: below the 2,704 bytes a B-tree index row
+/// holds even uncompressed, so no firing can fail on it.
+const MAX_SCHEDULED_ID_BYTES: usize = 2048;
 /// A call is worth repeating when PostgreSQL aborted it to break a deadlock or a serialization
 /// conflict: nothing of it was committed.
 fn retryable(e: &tokio_postgres::Error) -> bool {
@@ -393,6 +396,9 @@ impl Store {
                     .await;
             }
             Request::ScheduleCreate(ref create) => {
+                if create.longest_promise_id() > MAX_SCHEDULED_ID_BYTES {
+                    return Ok(Refusal::TooLong.into());
+                }
                 let next = Cron::parse(&create.cron).and_then(|c| c.next_after(now));
                 (request.data(), Some(json!({ "nextRunAt" : next }).to_string()))
             }
