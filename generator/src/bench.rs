@@ -9,9 +9,10 @@
 use anyhow::{bail, Context, Result};
 use resonate_gen::manifest::{Auth, Manifest, Store};
 use resonate_gen::Repo;
+use resonate_tests::server::Database;
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -295,50 +296,11 @@ impl Drop for Scratch {
     }
 }
 
-/// An empty store for one server: the arguments that point the server at it, and for
-/// PostgreSQL the database to drop afterwards.
-struct FreshStore {
-    args: Vec<OsString>,
-    database: Option<String>,
-}
-
-impl FreshStore {
-    fn new(m: &Manifest, dir: &Path) -> Result<FreshStore> {
-        Ok(match m.store {
-            Store::Sqlite => FreshStore {
-                args: vec!["--storage-sqlite-path".into(), dir.join("resonate.db").into()],
-                database: None,
-            },
-            Store::Postgres => {
-                let url = resonate_gen::conform::fresh_postgres_database(&format!("bench_{}", m.name))?;
-                let database = url.rsplit('/').next().map(str::to_owned);
-                FreshStore { args: vec!["--storage-postgres-url".into(), url.into()], database }
-            }
-            Store::Mysql => {
-                let url = resonate_gen::conform::fresh_mysql_database(&format!("bench_{}", m.name))?;
-                FreshStore { args: vec!["--storage-mysql-url".into(), url.clone().into()], database: Some(url) }
-            }
-        })
-    }
-}
-
-impl Drop for FreshStore {
-    fn drop(&mut self) {
-        if let Some(url) = self.database.as_deref().filter(|d| d.starts_with("mysql://")) {
-            resonate_gen::conform::drop_mysql_database(url);
-        } else if let Some(db) = &self.database {
-            let admin = resonate_gen::conform::postgres_admin_url();
-            let drop = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
-            let _ = Command::new("psql").args([admin.as_str(), "-q", "-c", &drop]).stdin(Stdio::null()).output();
-        }
-    }
-}
-
 /// A running server, killed (and its store dropped) when dropped.
 struct Server {
     process: Child,
     addr: SocketAddr,
-    _store: FreshStore,
+    _database: Option<Database>,
 }
 
 impl Drop for Server {
@@ -351,18 +313,18 @@ impl Drop for Server {
 /// Starts the server on a free loopback port with a fresh store (logging into `dir`) and waits for
 /// its first answer to `POST /`; also returns the time from process start to that answer.
 fn start(bin: &Path, m: &Manifest, dir: &Path, jwt: Option<&JwtAuth>) -> Result<(Server, Duration)> {
-    let store = FreshStore::new(m, dir)?;
+    let (store, database) = resonate_gen::conform::fresh_store(m, dir)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut cmd = Command::new(bin);
-    cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]).args(&store.args);
+    cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]).args(store);
     if let Some(jwt) = jwt {
         cmd.arg("--auth-publickey").arg(&jwt.public_key);
     }
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     let began = Instant::now();
     let process = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
-    let mut server = Server { process, addr: ([127, 0, 0, 1], port).into(), _store: store };
+    let mut server = Server { process, addr: ([127, 0, 0, 1], port).into(), _database: database };
     loop {
         if answers(server.addr, jwt.map(|j| j.token.as_str())) {
             return Ok((server, began.elapsed()));

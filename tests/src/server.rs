@@ -101,28 +101,36 @@ pub struct Database {
 }
 
 impl Database {
-    pub fn create() -> Database {
+    /// A fresh, empty database for a server of `target` (`postgres-…` or `mysql-…`) on the
+    /// admin server of its store; `None` for a target that keeps its own file.
+    pub fn for_target(target: &str) -> Result<Option<Database>, String> {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("resonate_test_{}_{n}", std::process::id());
-        let admin = postgres_admin_url();
-        let _ = psql(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        psql(&admin, &format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("cannot create a test database (is PostgreSQL running?): {e}"));
+        let name = format!("resonate_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let admin = if target.starts_with("postgres") {
+            let admin = postgres_admin_url();
+            let _ = psql(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            psql(&admin, &format!("CREATE DATABASE {name}"))
+                .map_err(|e| format!("cannot create a test database (is PostgreSQL running?): {e}"))?;
+            admin
+        } else if target.starts_with("mysql") {
+            let admin = mysql_admin_url();
+            mysql(&admin, &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))
+                .map_err(|e| format!("cannot create a test database (is MySQL running?): {e}"))?;
+            admin
+        } else {
+            return Ok(None);
+        };
         let base = admin.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap_or(admin);
-        Database { url: format!("{base}/{name}"), name }
+        Ok(Some(Database { url: format!("{base}/{name}"), name }))
     }
 
-    /// A fresh, empty MySQL database on [`mysql_admin_url`].
-    pub fn create_mysql() -> Database {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("resonate_test_{}_{n}", std::process::id());
-        let admin = mysql_admin_url();
-        mysql(&admin, &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("cannot create a test database (is MySQL running?): {e}"));
-        let base = admin.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap_or(admin);
-        Database { url: format!("{base}/{name}"), name }
+    /// [`Database::for_target`] for a target with a database; panics if it cannot be created.
+    pub fn create(target: &str) -> Database {
+        match Database::for_target(target) {
+            Ok(Some(database)) => database,
+            Ok(None) => panic!("{target} keeps no database"),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// The server flag that points a server at this database.
@@ -217,13 +225,8 @@ impl Server {
     /// database of its own.
     pub fn start(bin: &Path, args: &[&str]) -> Server {
         let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let database = if name.starts_with("resonate-postgres") {
-            Some(Arc::new(Database::create()))
-        } else if name.starts_with("resonate-mysql") {
-            Some(Arc::new(Database::create_mysql()))
-        } else {
-            None
-        };
+        let target = name.strip_prefix("resonate-").unwrap_or(&name);
+        let database = Database::for_target(target).unwrap_or_else(|e| panic!("{e}")).map(Arc::new);
         Server::start_on(bin, args, database)
     }
 

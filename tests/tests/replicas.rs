@@ -359,7 +359,7 @@ fn one_round_trip_per_request() {
         host.replace("localhost", "127.0.0.1").parse().expect("the admin URL names host:port")
     };
     let proxy = Proxy::start(upstream);
-    let database = Arc::new(Database::create());
+    let database = Arc::new(Database::create(TARGET));
     let via_proxy = database.url.replacen(&upstream.to_string(), &format!("127.0.0.1:{}", proxy.port), 1);
     assert_ne!(via_proxy, database.url, "the database URL names {upstream}");
     let server = Server::start_on(&build(TARGET), &["--debug", "--storage-postgres-url", &via_proxy], None);
@@ -504,7 +504,7 @@ fn mysql_statements_per_request() {
         host.replace("localhost", "127.0.0.1").parse().expect("the admin URL names host:port")
     };
     let proxy = Proxy::forwarding(upstream, forward_counting_mysql);
-    let database = Arc::new(Database::create_mysql());
+    let database = Arc::new(Database::create(MYSQL));
     // Over TCP to the proxy: the driver would otherwise switch to the server's Unix socket.
     let via_proxy = database.url.replacen(&upstream.to_string(), &format!("127.0.0.1:{}", proxy.port), 1)
         + "?prefer_socket=false";
