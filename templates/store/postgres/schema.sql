@@ -462,13 +462,17 @@ BEGIN
     RETURN ok(jsonb_build_object('promise', promise_json(awaited)));
 END $$;
 
--- A search's page size: `limit` if given (1..=1000), else the kind's default; or its refusal.
-CREATE OR REPLACE FUNCTION search_limit(d jsonb, fallback integer, OUT page integer, OUT refused reply)
+-- A search's state filter (checked against `states` when given) and page size (`limit` if given,
+-- 1..=1000, else the kind's default); or the first refusal, in that order.
+CREATE OR REPLACE FUNCTION search_limit(d jsonb, fallback integer, states text[] DEFAULT NULL,
+    OUT page integer, OUT refused reply)
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     given bigint := (d->>'limit')::bigint;
 BEGIN
-    IF given < 1 THEN
+    IF d->>'state' IS NOT NULL AND NOT d->>'state' = ANY (states) THEN
+        refused := refusal('invalid_state_filter', d->>'state');
+    ELSIF given < 1 THEN
         refused := refusal('limit_not_positive');
     ELSIF given > 1000 THEN
         refused := refusal('limit_too_large');
@@ -499,10 +503,7 @@ DECLARE
     candidate text;
     p promises;
 BEGIN
-    IF wanted IS NOT NULL AND NOT wanted = ANY ({{ c.sql_states("PromiseState") }}) THEN
-        RETURN refusal('invalid_state_filter', wanted);
-    END IF;
-    lim := search_limit(d, 100);
+    lim := search_limit(d, 100, {{ c.sql_states("PromiseState") }});
     IF lim.refused IS NOT NULL THEN
         RETURN lim.refused;
     END IF;
@@ -801,10 +802,7 @@ DECLARE
     p promises;
     t tasks;
 BEGIN
-    IF wanted IS NOT NULL AND NOT wanted = ANY ({{ c.sql_states("TaskState") }}) THEN
-        RETURN refusal('invalid_state_filter', wanted);
-    END IF;
-    lim := search_limit(d, 100);
+    lim := search_limit(d, 100, {{ c.sql_states("TaskState") }});
     IF lim.refused IS NOT NULL THEN
         RETURN lim.refused;
     END IF;
