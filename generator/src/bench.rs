@@ -9,10 +9,10 @@
 use anyhow::{bail, Context, Result};
 use resonate_gen::manifest::{Auth, Manifest, Store};
 use resonate_gen::Repo;
+use resonate_tests::jwt::{self, b64url};
 use resonate_tests::server::Database;
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -369,46 +369,17 @@ struct JwtAuth {
 
 impl JwtAuth {
     fn new(dir: &Path) -> Result<JwtAuth> {
-        let openssl = |args: &[&OsStr], input: &[u8]| -> Result<Vec<u8>> {
-            let mut child = Command::new("openssl")
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("benchmarking a jwt target needs the openssl command")?;
-            child.stdin.take().expect("piped").write_all(input)?;
-            let out = child.wait_with_output()?;
-            if !out.status.success() {
-                bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            Ok(out.stdout)
-        };
-        let (private, public_key, input) = (dir.join("ed25519.pem"), dir.join("ed25519.pub.pem"), dir.join("token.txt"));
-        openssl(&["genpkey".as_ref(), "-algorithm".as_ref(), "ED25519".as_ref(), "-out".as_ref(), private.as_os_str()], b"")?;
-        openssl(&["pkey".as_ref(), "-in".as_ref(), private.as_os_str(), "-pubout".as_ref(), "-out".as_ref(), public_key.as_os_str()], b"")?;
+        let (private, public_key) = (dir.join("ed25519.pem"), dir.join("ed25519.pub.pem"));
+        let path = |p: &Path| p.to_str().map(str::to_owned).context("a key path is not UTF-8");
+        let openssl = |args: &[&str]| jwt::openssl(args, b"").map_err(anyhow::Error::msg);
+        openssl(&["genpkey", "-algorithm", "ED25519", "-out", &path(&private)?])?;
+        openssl(&["pkey", "-in", &path(&private)?, "-pubout", "-out", &path(&public_key)?])?;
         let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 86_400;
         let claims = format!(r#"{{"exp":{exp},"role":"admin"}}"#);
         let signed = format!("{}.{}", b64url(br#"{"alg":"EdDSA","typ":"JWT"}"#), b64url(claims.as_bytes()));
-        std::fs::write(&input, &signed)?;
-        let args: [&OsStr; 7] =
-            ["pkeyutl".as_ref(), "-sign".as_ref(), "-inkey".as_ref(), private.as_os_str(), "-rawin".as_ref(), "-in".as_ref(), input.as_os_str()];
-        let signature = openssl(&args, b"")?;
+        let signature = jwt::eddsa_signature(&private, &signed).map_err(anyhow::Error::msg)?;
         Ok(JwtAuth { public_key, token: format!("{signed}.{}", b64url(&signature)) })
     }
-}
-
-/// Base64url without padding (JWS).
-fn b64url(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
 }
 
 /// The end of a server log, for an error message.

@@ -7,6 +7,7 @@ pub mod checklist;
 pub mod client;
 pub mod conform;
 pub mod fuzz;
+pub mod jwt;
 pub mod linearize;
 pub mod model;
 pub mod server;

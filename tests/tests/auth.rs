@@ -6,6 +6,7 @@
 //! signed with the `openssl` command, independently of the server's JWT crate.
 
 use resonate_tests::client::Client;
+use resonate_tests::jwt::{self, b64url};
 use resonate_tests::server::{build, Server};
 use serde_json::{json, Value};
 use serde_yaml::Value as Yaml;
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,29 +93,7 @@ fn public_key(key: Key) -> String {
 
 /// Runs openssl with `input` on stdin; returns stdout.
 fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
-    let mut child = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the auth tests need the openssl command");
-    child.stdin.take().unwrap().write_all(input.unwrap_or_default()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
+    jwt::openssl(args, input.unwrap_or_default()).unwrap_or_else(|e| panic!("the auth tests need openssl: {e}"))
 }
 
 /// An ECDSA signature in DER (`SEQUENCE { INTEGER r, INTEGER s }`) as JWS wants it: r || s.
@@ -146,13 +125,7 @@ fn sign(key: Key, alg: &str, claims: &Value) -> String {
         ),
         "ES256" => der_to_raw(&openssl(&["dgst", "-sha256", "-sign", pem], Some(input.as_bytes())), 32),
         "ES384" => der_to_raw(&openssl(&["dgst", "-sha384", "-sign", pem], Some(input.as_bytes())), 48),
-        "EdDSA" => {
-            let file = keys().join(format!("input-{}", unique()));
-            std::fs::write(&file, &input).unwrap();
-            let sig = openssl(&["pkeyutl", "-sign", "-inkey", pem, "-rawin", "-in", file.to_str().unwrap()], None);
-            let _ = std::fs::remove_file(file);
-            sig
-        }
+        "EdDSA" => jwt::eddsa_signature(Path::new(pem), &input).unwrap_or_else(|e| panic!("{e}")),
         "HS256" => {
             // Algorithm confusion: the *public* key used as an HMAC secret.
             let secret = std::fs::read(public_key(key)).unwrap();
@@ -163,12 +136,6 @@ fn sign(key: Key, alg: &str, claims: &Value) -> String {
         _ => panic!("no signer for {alg}"),
     };
     format!("{input}.{}", b64url(&signature))
-}
-
-fn unique() -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Seconds since the epoch (JWT time).
