@@ -8,16 +8,16 @@
 
 use anyhow::{bail, Context, Result};
 use resonate_gen::manifest::{Auth, Manifest, Store};
+use resonate_gen::conform::Running;
 use resonate_gen::Repo;
 use resonate_tests::jwt::{self, b64url};
-use resonate_tests::server::Database;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How `bench` was asked to run.
@@ -157,7 +157,7 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
     let addr = running.addr;
     let log = scratch.0.join("load").join("server.log");
     std::thread::sleep(SETTLE);
-    let rss_start_kb = rss_kb(running.process.id());
+    let rss_start_kb = rss_kb(running.process.child.id());
     let mut loads = Vec::new();
     for mix in MIXES {
         for &clients in plan.clients {
@@ -174,8 +174,8 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
         }
     }
     std::thread::sleep(SETTLE);
-    let rss_after_kb = rss_kb(running.process.id());
-    if let Some(status) = running.process.try_wait()? {
+    let rss_after_kb = rss_kb(running.process.child.id());
+    if let Some(status) = running.process.child.try_wait()? {
         bail!("the server exited during the load ({status}); {}", tail(&log));
     }
     drop(running);
@@ -296,18 +296,10 @@ impl Drop for Scratch {
     }
 }
 
-/// A running server, killed (and its store dropped) when dropped.
+/// A running server and where it listens; killed (and its store dropped) when dropped.
 struct Server {
-    process: Child,
+    process: Running,
     addr: SocketAddr,
-    _database: Option<Database>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
 }
 
 /// Starts the server on a free loopback port with a fresh store (logging into `dir`) and waits for
@@ -324,12 +316,12 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, jwt: Option<&JwtAuth>) -> Result<
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     let began = Instant::now();
     let process = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
-    let mut server = Server { process, addr: ([127, 0, 0, 1], port).into(), _database: database };
+    let mut server = Server { process: Running::new(process, database), addr: ([127, 0, 0, 1], port).into() };
     loop {
         if answers(server.addr, jwt.map(|j| j.token.as_str())) {
             return Ok((server, began.elapsed()));
         }
-        if began.elapsed() > START_TIMEOUT || server.process.try_wait()?.is_some() {
+        if began.elapsed() > START_TIMEOUT || server.process.child.try_wait()?.is_some() {
             bail!(
                 "{} did not answer on port {port} within {START_TIMEOUT:?}; {}",
                 bin.display(),

@@ -14,9 +14,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A server process that is killed when dropped, then the database it had to itself.
-struct Running {
-    child: Child,
+pub struct Running {
+    pub child: Child,
     _database: Option<Database>,
+}
+
+impl Running {
+    pub fn new(child: Child, database: Option<Database>) -> Running {
+        Running { child, _database: database }
+    }
 }
 
 impl Drop for Running {
@@ -82,7 +88,7 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, 
     }
     let log = std::fs::File::create(dir.join("server.log"))?;
     let child = cmd.stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("cannot start {}", bin.display()))?;
-    let mut running = Running { child, _database: database };
+    let mut running = Running::new(child, database);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !healthy(addr) {
         if Instant::now() > deadline || running.child.try_wait()?.is_some() {
