@@ -419,6 +419,7 @@ templates! {
     ConfigRs => "server/config.rs",
     ProtocolRs => "server/protocol.rs",
     MachineRs => "server/machine.rs",
+    ServiceRs => "server/service.rs",
     HttpRs => "transport/http/http.rs",
     DeliveryRs => "transport/http/delivery.rs",
     SqliteStore => "store/sqlite/store.rs",
@@ -479,8 +480,11 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
     if c.machine() {
         add("src/machine.rs", "server/machine.rs", MachineRs { c: &c }.render())?;
     }
-    // The cron module has nothing target-specific: it is copied as it is.
+    // The clock, cron and outbox modules have nothing target-specific: they are copied as they are.
+    add("src/clock.rs", "server/clock.rs", Ok(include_str!("../../templates/server/clock.rs").to_string()))?;
     add("src/cron.rs", "server/cron.rs", Ok(include_str!("../../templates/server/cron.rs").to_string()))?;
+    add("src/outbox.rs", "server/outbox.rs", Ok(include_str!("../../templates/server/outbox.rs").to_string()))?;
+    add("src/service.rs", "server/service.rs", ServiceRs { c: &c }.render())?;
     match target.store {
         Store::Sqlite => add("src/store.rs", "store/sqlite/store.rs", SqliteStore { c: &c }.render())?,
         Store::Postgres => {

@@ -27,6 +27,7 @@
 {% if c.jwt() %}
 mod auth;
 {% endif %}
+mod clock;
 mod config;
 mod cron;
 mod delivery;
@@ -39,6 +40,8 @@ mod protocol;
 #[allow(dead_code)]
 mod protocol;
 {% endif %}
+mod outbox;
+mod service;
 mod store;
 {% if !c.sqlite() %}
 mod url;

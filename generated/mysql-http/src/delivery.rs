@@ -11,8 +11,9 @@
 //! the failed messages of one address are capped (`messages-retry-cap`) so a dead endpoint
 //! cannot grow the outbox without bound. The loop sleeps until a commit queues a message, a
 //! stream connects or writes, or a deferred message falls due: an idle server does no work.
-use crate::http::now;
+use crate::clock::now;
 use crate::config::Settings;
+use crate::outbox::{backoff, Deliveries, Outgoing, BACKOFF_MAX_MS, BACKOFF_MIN_MS};
 use crate::store::Store;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Bytes, Frame};
@@ -28,30 +29,9 @@ use tokio::sync::{mpsc, Notify};
 const STREAM_BUFFER: usize = 100;
 /// Messages handled per pass.
 const BATCH: usize = 256;
-/// Backoff bounds for a message that could not be delivered.
-const BACKOFF_MIN_MS: i64 = 1_000;
-const BACKOFF_MAX_MS: i64 = 60_000;
 /// How long a message handed to a stream is held before it is sent again, should the stream
 /// close before writing it.
 const STREAM_HOLD_MS: i64 = 10_000;
-/// A queued message as the store hands it over: its key, address, JSON text and failed
-/// attempts so far.
-pub struct Outgoing {
-    pub key: String,
-    pub address: String,
-    pub message: String,
-    pub attempts: i64,
-}
-/// What became of messages handed to the transports, for the store to record.
-#[derive(Default)]
-pub struct Deliveries {
-    /// `(key, message)` accepted: removed, unless a newer message replaced it meanwhile.
-    pub done: Vec<(String, String)>,
-    /// `(key, message, until)` with a stream or a push: not due again before `until`.
-    pub held: Vec<(String, String, i64)>,
-    /// `(key, message, until)` failed: one more attempt counted, due again at `until`.
-    pub failed: Vec<(String, String, i64)>,
-}
 /// The connected SSE streams, by worker group.
 #[derive(Default)]
 pub struct Hub {
@@ -197,10 +177,6 @@ impl Drop for Events {
         self.hub.disconnect(&self.group, self.key);
     }
 }
-/// How long to wait before the next attempt at a message that failed `attempts` times.
-fn backoff(attempts: i64) -> i64 {
-    BACKOFF_MIN_MS.saturating_mul(1 << attempts.clamp(0, 16)).min(BACKOFF_MAX_MS)
-}
 /// How often a paused loop (debug.start) looks whether it was resumed.
 const PAUSED_POLL: Duration = Duration::from_millis(50);
 /// The delivery loop. debug.start pauses it, as it pauses the rules, so debug.snap shows the
@@ -336,9 +312,7 @@ async fn push_one(
 }
 /// Records what became of messages, and says when the retry cap dropped some.
 async fn record(store: &Store, deliveries: Deliveries) {
-    if deliveries.done.is_empty() && deliveries.held.is_empty()
-        && deliveries.failed.is_empty()
-    {
+    if deliveries.is_empty() {
         return;
     }
     match store.record_delivery(deliveries).await {

@@ -13,7 +13,6 @@
 use crate::config::Settings;
 use crate::cron::Cron;
 use crate::protocol::*;
-use crate::store::{StoreError, Tx};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 /// Tag: an address; the promise has a task dispatched there.
@@ -131,9 +130,78 @@ struct Page<'a, T> {
     #[serde(flatten)]
     items: T,
 }
-type Result<T> = std::result::Result<T, StoreError>;
+/// What the machine needs of a store: the reads and writes of one transaction. Reads see the
+/// transaction's own writes; the store commits or rolls back the whole step.
+pub trait Records {
+    /// A storage failure; the step that met it is rolled back.
+    type Error;
+    fn promise(&self, id: &str) -> Result<Option<Promise>, Self::Error>;
+    fn insert_promise(&self, p: &Promise) -> Result<(), Self::Error>;
+    /// Writes a settlement: state, value, settledAt, and disarms the timeout.
+    fn update_promise(&self, p: &Promise) -> Result<(), Self::Error>;
+    fn task(&self, id: &str) -> Result<Option<TaskRow>, Self::Error>;
+    fn put_task(&self, t: &TaskRow) -> Result<(), Self::Error>;
+    fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<(), Self::Error>;
+    /// Removes and returns a promise's callbacks, oldest first.
+    fn take_callbacks(&self, awaited: &str) -> Result<Vec<String>, Self::Error>;
+    fn add_listener(&self, awaited: &str, address: &str) -> Result<(), Self::Error>;
+    /// Removes and returns a promise's listeners, oldest first.
+    fn take_listeners(&self, awaited: &str) -> Result<Vec<String>, Self::Error>;
+    /// Queues a message; a message with the same key replaces the older one.
+    fn enqueue(
+        &self,
+        key: &str,
+        address: &str,
+        message: &str,
+    ) -> Result<(), Self::Error>;
+    fn schedule(&self, id: &str) -> Result<Option<Schedule>, Self::Error>;
+    fn put_schedule(&self, s: &Schedule) -> Result<(), Self::Error>;
+    fn delete_schedule(&self, id: &str) -> Result<bool, Self::Error>;
+    /// Ids of armed promises whose timeout has come (rule R1).
+    fn due_promises(&self, now: i64, limit: usize) -> Result<Vec<String>, Self::Error>;
+    /// Ids of tasks whose lease expired or whose retry has come (rules R5, R6).
+    fn due_tasks(&self, now: i64, limit: usize) -> Result<Vec<String>, Self::Error>;
+    /// Ids of schedules with an occurrence due (rule R7).
+    fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<String>, Self::Error>;
+    /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
+    /// them first, so their drains run).
+    fn overdue_promises(
+        &self,
+        horizon: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, Self::Error>;
+    /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
+    /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
+    fn expired_promises(
+        &self,
+        horizon: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, Self::Error>;
+    /// Deletes a promise, its task and the callbacks it registered as awaiter.
+    fn purge_promise(&self, id: &str) -> Result<(), Self::Error>;
+    /// Promise ids after `after` in id order whose tags include every pair of `tags`.
+    fn promise_ids(
+        &self,
+        after: &str,
+        tags: &Tags,
+        limit: usize,
+    ) -> Result<Vec<String>, Self::Error>;
+    /// Task ids after `after` in id order.
+    fn task_ids(&self, after: &str, limit: usize) -> Result<Vec<String>, Self::Error>;
+    /// Schedules after `after` in id order whose promiseTags include every pair of `tags`.
+    fn schedules(
+        &self,
+        after: &str,
+        tags: &Tags,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, Self::Error>;
+    /// debug.reset: deletes everything.
+    fn reset(&self) -> Result<(), Self::Error>;
+    /// debug.snap: the whole store as JSON, in the official server's shape plus `schedules`.
+    fn snap(&self) -> Result<String, Self::Error>;
+}
 /// A handler's outcome: a reply, or a refusal, or a store failure.
-type Outcome<T> = Result<std::result::Result<T, Refusal>>;
+type Outcome<T, E> = Result<std::result::Result<T, Refusal>, E>;
 /// Whether an address can be delivered to: `http(s)://…`, or `poll://any@group[/id]` and
 /// `poll://uni@group/id`.
 pub fn deliverable(address: &str) -> bool {
@@ -171,17 +239,17 @@ fn deadline_state(tags: &Tags) -> PromiseState {
     if is_timer(tags) { PromiseState::Resolved } else { PromiseState::RejectedTimedout }
 }
 /// One step of the protocol at one instant, inside one store transaction.
-pub struct Machine<'a> {
-    tx: &'a Tx<'a>,
+pub struct Machine<'a, R> {
+    tx: &'a R,
     now: i64,
     settings: &'a Settings,
 }
-impl<'a> Machine<'a> {
-    pub fn new(tx: &'a Tx<'a>, now: i64, settings: &'a Settings) -> Machine<'a> {
+impl<'a, R: Records> Machine<'a, R> {
+    pub fn new(tx: &'a R, now: i64, settings: &'a Settings) -> Machine<'a, R> {
         Machine { tx, now, settings }
     }
     /// Runs one decoded request; `corr_id` is echoed in a fenced action's inner envelope.
-    pub fn handle(&self, request: Request, corr_id: &str) -> Result<Reply> {
+    pub fn handle(&self, request: Request, corr_id: &str) -> Result<Reply, R::Error> {
         let outcome = match request {
             Request::PromiseGet(r) => self.promise_get(r)?,
             Request::PromiseCreate(r) => self.promise_create(r)?,
@@ -213,7 +281,7 @@ impl<'a> Machine<'a> {
         Ok(outcome.unwrap_or_else(Reply::from))
     }
     /// Reads a promise through fact P, persisting a projected timeout (rule R1 on touch).
-    fn read_promise(&self, id: &str) -> Result<Option<Promise>> {
+    fn read_promise(&self, id: &str) -> Result<Option<Promise>, R::Error> {
         match self.tx.promise(id)? {
             Some(p) if p.state == PromiseState::Pending && p.timeout_at <= self.now => {
                 let state = deadline_state(&p.tags);
@@ -224,7 +292,7 @@ impl<'a> Machine<'a> {
         }
     }
     /// Reads a task and its promise; fact T holds because the promise read materialises.
-    fn read_task(&self, id: &str) -> Result<Option<(TaskRow, Promise)>> {
+    fn read_task(&self, id: &str) -> Result<Option<(TaskRow, Promise)>, R::Error> {
         let Some(p) = self.read_promise(id)? else { return Ok(None) };
         Ok(self.tx.task(id)?.map(|t| (t, p)))
     }
@@ -234,7 +302,7 @@ impl<'a> Machine<'a> {
         id: &str,
         version: i64,
         conflict: Refusal,
-    ) -> Outcome<(TaskRow, Promise)> {
+    ) -> Outcome<(TaskRow, Promise), R::Error> {
         Ok(
             match self.read_task(id)? {
                 None => Err(Refusal::TaskNotFound),
@@ -254,7 +322,7 @@ impl<'a> Machine<'a> {
         state: PromiseState,
         value: Value,
         at: i64,
-    ) -> Result<Promise> {
+    ) -> Result<Promise, R::Error> {
         p.state = state;
         p.value = value;
         p.settled_at = Some(at);
@@ -274,7 +342,7 @@ impl<'a> Machine<'a> {
         Ok(p)
     }
     /// Rule R4's resume: wakes the awaiter's task, unless the awaiter itself is dead (C6).
-    fn resume(&self, awaiter: &str, awaited: &str) -> Result<()> {
+    fn resume(&self, awaiter: &str, awaited: &str) -> Result<(), R::Error> {
         let Some((mut t, p)) = self.read_task(awaiter)? else { return Ok(()) };
         if p.state != PromiseState::Pending {
             return Ok(());
@@ -298,7 +366,7 @@ impl<'a> Machine<'a> {
     }
     /// Rule R6: a pending task whose retry instant has come is sent an execute message, and its
     /// next retry is armed. The caller writes the task.
-    fn dispatch(&self, t: &mut TaskRow, p: &Promise) -> Result<()> {
+    fn dispatch(&self, t: &mut TaskRow, p: &Promise) -> Result<(), R::Error> {
         let due = t.retry_at.is_some_and(|at| at <= self.now);
         let alive = p.state == PromiseState::Pending && p.timeout_at > self.now;
         if t.state != TaskState::Pending || !due || !alive {
@@ -313,7 +381,7 @@ impl<'a> Machine<'a> {
         self.tx.enqueue(&format!("execute:{}", t.id), address, &message.to_string())
     }
     /// Rule R3's message: the settled record, once per promise and address.
-    fn enqueue_unblock(&self, address: &str, p: &Promise) -> Result<()> {
+    fn enqueue_unblock(&self, address: &str, p: &Promise) -> Result<(), R::Error> {
         let message = serde_json::json!(
             { "kind" : "unblock", "head" : {}, "data" : { "promise" : p } }
         );
@@ -325,7 +393,7 @@ impl<'a> Machine<'a> {
             )
     }
     /// Takes the lease: version + 1, holder, ttl, deadline; no retry, no resumes.
-    fn acquire(&self, t: &mut TaskRow, pid: String, ttl: i64) -> Result<()> {
+    fn acquire(&self, t: &mut TaskRow, pid: String, ttl: i64) -> Result<(), R::Error> {
         t.state = TaskState::Acquired;
         t.version += 1;
         t.pid = Some(pid);
@@ -339,7 +407,7 @@ impl<'a> Machine<'a> {
     /// gets its task, pending and dispatched (after `resonate:delay`), or fulfilled if born dead.
     /// `born` is the creation instant (a schedule's occurrence, else now): a schedule's promise
     /// is born alive at its occurrence even when its deadline has passed since.
-    fn birth(&self, r: PromiseCreate, born: i64) -> Result<Promise> {
+    fn birth(&self, r: PromiseCreate, born: i64) -> Result<Promise, R::Error> {
         let dead = r.timeout_at <= born;
         let p = Promise {
             state: if dead { deadline_state(&r.tags) } else { PromiseState::Pending },
@@ -389,7 +457,7 @@ impl<'a> Machine<'a> {
         }
         Ok(())
     }
-    fn promise_get(&self, r: PromiseGet) -> Outcome<Reply> {
+    fn promise_get(&self, r: PromiseGet) -> Outcome<Reply, R::Error> {
         Ok(
             match self.read_promise(&r.id)? {
                 Some(p) => Ok(Reply::ok(&PromiseData { promise: &p })),
@@ -397,7 +465,7 @@ impl<'a> Machine<'a> {
             },
         )
     }
-    fn promise_create(&self, r: PromiseCreate) -> Outcome<Reply> {
+    fn promise_create(&self, r: PromiseCreate) -> Outcome<Reply, R::Error> {
         if let Err(refusal) = Self::check_create_tags(&r) {
             return Ok(Err(refusal));
         }
@@ -407,7 +475,7 @@ impl<'a> Machine<'a> {
         };
         Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
     }
-    fn promise_settle(&self, r: PromiseSettle) -> Outcome<Reply> {
+    fn promise_settle(&self, r: PromiseSettle) -> Outcome<Reply, R::Error> {
         let Some(p) = self.read_promise(&r.id)? else {
             return Ok(Err(Refusal::PromiseNotFound))
         };
@@ -418,7 +486,10 @@ impl<'a> Machine<'a> {
         };
         Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
     }
-    fn promise_register_callback(&self, r: PromiseRegisterCallback) -> Outcome<Reply> {
+    fn promise_register_callback(
+        &self,
+        r: PromiseRegisterCallback,
+    ) -> Outcome<Reply, R::Error> {
         if r.awaited == r.awaiter {
             return Ok(Err(Refusal::SelfCallback));
         }
@@ -441,7 +512,10 @@ impl<'a> Machine<'a> {
         }
         Ok(Ok(Reply::ok(&PromiseData { promise: &awaited })))
     }
-    fn promise_register_listener(&self, r: PromiseRegisterListener) -> Outcome<Reply> {
+    fn promise_register_listener(
+        &self,
+        r: PromiseRegisterListener,
+    ) -> Outcome<Reply, R::Error> {
         if !deliverable(&r.address) {
             return Ok(Err(Refusal::InvalidListener));
         }
@@ -456,7 +530,7 @@ impl<'a> Machine<'a> {
         }
         Ok(Ok(Reply::ok(&PromiseData { promise: &awaited })))
     }
-    fn promise_search(&self, r: PromiseSearch) -> Outcome<Reply> {
+    fn promise_search(&self, r: PromiseSearch) -> Outcome<Reply, R::Error> {
         let state = match r.state.as_deref().map(|s| (s, PromiseState::parse(s))) {
             Some((s, None)) => return Ok(Err(Refusal::InvalidStateFilter(s.to_string()))),
             Some((_, state)) => state,
@@ -495,7 +569,7 @@ impl<'a> Machine<'a> {
             ),
         )
     }
-    fn task_get(&self, r: TaskGet) -> Outcome<Reply> {
+    fn task_get(&self, r: TaskGet) -> Outcome<Reply, R::Error> {
         Ok(
             match self.read_task(&r.id)? {
                 Some((t, _)) => Ok(Reply::ok(&TaskData { task: &t.wire() })),
@@ -503,7 +577,7 @@ impl<'a> Machine<'a> {
             },
         )
     }
-    fn task_create(&self, r: TaskCreate) -> Outcome<Reply> {
+    fn task_create(&self, r: TaskCreate) -> Outcome<Reply, R::Error> {
         let action = r.action.data;
         let Some(target) = action.tags.get(TARGET) else {
             return Ok(Err(Refusal::ActionUntargeted));
@@ -564,7 +638,7 @@ impl<'a> Machine<'a> {
             ),
         )
     }
-    fn task_acquire(&self, r: TaskAcquire) -> Outcome<Reply> {
+    fn task_acquire(&self, r: TaskAcquire) -> Outcome<Reply, R::Error> {
         let Some((mut t, p)) = self.read_task(&r.id)? else {
             return Ok(Err(Refusal::TaskNotFound))
         };
@@ -587,7 +661,7 @@ impl<'a> Machine<'a> {
             ),
         )
     }
-    fn task_fence(&self, r: TaskFence, corr_id: &str) -> Outcome<Reply> {
+    fn task_fence(&self, r: TaskFence, corr_id: &str) -> Outcome<Reply, R::Error> {
         let action = match Fenced::decode(r.action) {
             Ok(Some(action)) => action,
             Ok(None) => return Ok(Err(Refusal::FenceKind)),
@@ -625,7 +699,7 @@ impl<'a> Machine<'a> {
             .to_string();
         Ok(Ok(Reply { status: 200, data }))
     }
-    fn task_heartbeat(&self, r: TaskHeartbeat) -> Outcome<Reply> {
+    fn task_heartbeat(&self, r: TaskHeartbeat) -> Outcome<Reply, R::Error> {
         for task in &r.tasks {
             let Some((mut t, p)) = self.read_task(&task.id)? else { continue };
             let holds = t.state == TaskState::Acquired && t.version == task.version
@@ -638,7 +712,7 @@ impl<'a> Machine<'a> {
         }
         Ok(Ok(Reply::empty()))
     }
-    fn task_suspend(&self, r: TaskSuspend) -> Outcome<Reply> {
+    fn task_suspend(&self, r: TaskSuspend) -> Outcome<Reply, R::Error> {
         let awaited: Vec<&str> = r
             .actions
             .iter()
@@ -688,7 +762,7 @@ impl<'a> Machine<'a> {
         self.tx.put_task(&t)?;
         Ok(Ok(Reply::empty()))
     }
-    fn task_fulfill(&self, r: TaskFulfill) -> Outcome<Reply> {
+    fn task_fulfill(&self, r: TaskFulfill) -> Outcome<Reply, R::Error> {
         let (_, p) = match self.held_task(&r.id, r.version, Refusal::TaskConflict)? {
             Ok(held) => held,
             Err(refusal) => return Ok(Err(refusal)),
@@ -697,7 +771,7 @@ impl<'a> Machine<'a> {
         let p = self.settle(p, settle.state.into(), settle.value, self.now)?;
         Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
     }
-    fn task_release(&self, r: TaskRelease) -> Outcome<Reply> {
+    fn task_release(&self, r: TaskRelease) -> Outcome<Reply, R::Error> {
         let (mut t, p) = match self.held_task(&r.id, r.version, Refusal::TaskConflict)? {
             Ok(held) => held,
             Err(refusal) => return Ok(Err(refusal)),
@@ -709,7 +783,7 @@ impl<'a> Machine<'a> {
         self.tx.put_task(&t)?;
         Ok(Ok(Reply::empty()))
     }
-    fn task_halt(&self, r: TaskHalt) -> Outcome<Reply> {
+    fn task_halt(&self, r: TaskHalt) -> Outcome<Reply, R::Error> {
         let Some((mut t, _)) = self.read_task(&r.id)? else {
             return Ok(Err(Refusal::TaskNotFound))
         };
@@ -725,7 +799,7 @@ impl<'a> Machine<'a> {
         }
         Ok(Ok(Reply::empty()))
     }
-    fn task_continue(&self, r: TaskContinue) -> Outcome<Reply> {
+    fn task_continue(&self, r: TaskContinue) -> Outcome<Reply, R::Error> {
         let Some((mut t, p)) = self.read_task(&r.id)? else {
             return Ok(Err(Refusal::TaskNotFound))
         };
@@ -738,7 +812,7 @@ impl<'a> Machine<'a> {
         self.tx.put_task(&t)?;
         Ok(Ok(Reply::empty()))
     }
-    fn task_search(&self, r: TaskSearch) -> Outcome<Reply> {
+    fn task_search(&self, r: TaskSearch) -> Outcome<Reply, R::Error> {
         let state = match r.state.as_deref().map(|s| (s, TaskState::parse(s))) {
             Some((s, None)) => return Ok(Err(Refusal::InvalidStateFilter(s.to_string()))),
             Some((_, state)) => state,
@@ -785,9 +859,9 @@ impl<'a> Machine<'a> {
         &self,
         cursor: Option<String>,
         limit: usize,
-        ids: impl Fn(&str, usize) -> Result<Vec<String>>,
-        read: impl Fn(&str) -> Result<Option<T>>,
-    ) -> Result<(Vec<T>, Option<String>)> {
+        ids: impl Fn(&str, usize) -> Result<Vec<String>, R::Error>,
+        read: impl Fn(&str) -> Result<Option<T>, R::Error>,
+    ) -> Result<(Vec<T>, Option<String>), R::Error> {
         let mut found = Vec::new();
         let mut last = Vec::new();
         let mut after = cursor.unwrap_or_default();
@@ -810,7 +884,7 @@ impl<'a> Machine<'a> {
             }
         }
     }
-    fn schedule_get(&self, r: ScheduleGet) -> Outcome<Reply> {
+    fn schedule_get(&self, r: ScheduleGet) -> Outcome<Reply, R::Error> {
         Ok(
             match self.tx.schedule(&r.id)? {
                 Some(s) => Ok(Reply::ok(&ScheduleData { schedule: &s })),
@@ -818,7 +892,7 @@ impl<'a> Machine<'a> {
             },
         )
     }
-    fn schedule_create(&self, r: ScheduleCreate) -> Outcome<Reply> {
+    fn schedule_create(&self, r: ScheduleCreate) -> Outcome<Reply, R::Error> {
         let Some(next) = Cron::parse(&r.cron).and_then(|c| c.next_after(self.now)) else {
             return Ok(Err(Refusal::CronInvalid));
         };
@@ -839,7 +913,7 @@ impl<'a> Machine<'a> {
         self.tx.put_schedule(&s)?;
         Ok(Ok(Reply::ok(&ScheduleData { schedule: &s })))
     }
-    fn schedule_delete(&self, r: ScheduleDelete) -> Outcome<Reply> {
+    fn schedule_delete(&self, r: ScheduleDelete) -> Outcome<Reply, R::Error> {
         Ok(
             if self.tx.delete_schedule(&r.id)? {
                 Ok(Reply::empty())
@@ -848,7 +922,7 @@ impl<'a> Machine<'a> {
             },
         )
     }
-    fn schedule_search(&self, r: ScheduleSearch) -> Outcome<Reply> {
+    fn schedule_search(&self, r: ScheduleSearch) -> Outcome<Reply, R::Error> {
         let limit = match search_limit(r.limit, 10) {
             Ok(l) => l,
             Err(refusal) => return Ok(Err(refusal)),
@@ -874,19 +948,19 @@ impl<'a> Machine<'a> {
             ),
         )
     }
-    fn debug_start(&self, _: DebugStart) -> Outcome<Reply> {
+    fn debug_start(&self, _: DebugStart) -> Outcome<Reply, R::Error> {
         self.settings.paused.store(true, Ordering::Relaxed);
         Ok(Ok(Reply::empty()))
     }
-    fn debug_stop(&self, _: DebugStop) -> Outcome<Reply> {
+    fn debug_stop(&self, _: DebugStop) -> Outcome<Reply, R::Error> {
         self.settings.paused.store(false, Ordering::Relaxed);
         Ok(Ok(Reply::empty()))
     }
-    fn debug_reset(&self, _: DebugReset) -> Outcome<Reply> {
+    fn debug_reset(&self, _: DebugReset) -> Outcome<Reply, R::Error> {
         self.tx.reset()?;
         Ok(Ok(Reply::empty()))
     }
-    fn debug_tick(&self, r: DebugTick) -> Outcome<Reply> {
+    fn debug_tick(&self, r: DebugTick) -> Outcome<Reply, R::Error> {
         let at = Machine { now: r.time, ..*self };
         for _ in 0..TICK_PASSES {
             if !at.run_rules()? {
@@ -900,7 +974,7 @@ impl<'a> Machine<'a> {
             }),
         )
     }
-    fn debug_snap(&self, _: DebugSnap) -> Outcome<Reply> {
+    fn debug_snap(&self, _: DebugSnap) -> Outcome<Reply, R::Error> {
         Ok(
             Ok(Reply {
                 status: 200,
@@ -911,7 +985,7 @@ impl<'a> Machine<'a> {
     /// One bounded pass of the background rules at `now`: promise timeouts of armed promises (R1,
     /// with their drains), lease timeouts (R5) and dispatches (R6), schedules (R7), retention (R8). Returns whether
     /// work may remain (a batch was full), so the caller runs another pass.
-    pub fn run_rules(&self) -> Result<bool> {
+    pub fn run_rules(&self) -> Result<bool, R::Error> {
         let promises = self.tx.due_promises(self.now, RULE_BATCH)?;
         for id in &promises {
             self.read_promise(id)?;
@@ -944,7 +1018,7 @@ impl<'a> Machine<'a> {
     /// tasks, unless a pending workflow may still read them. Overdue stored-pending promises are
     /// settled first (R1 with its drains), so none of their listeners or awaiters is skipped.
     /// Returns whether a batch was full.
-    fn purge(&self) -> Result<bool> {
+    fn purge(&self) -> Result<bool, R::Error> {
         if self.settings.retention == 0 {
             return Ok(false);
         }
@@ -961,7 +1035,7 @@ impl<'a> Machine<'a> {
     }
     /// Rule R7: creates the promise of each occurrence in [nextRunAt, now] (at most
     /// SCHEDULE_BATCH per firing), never one twice, then moves nextRunAt past them.
-    fn fire_schedule(&self, id: &str) -> Result<()> {
+    fn fire_schedule(&self, id: &str) -> Result<(), R::Error> {
         let Some(mut s) = self.tx.schedule(id)? else { return Ok(()) };
         let cron = Cron::parse(&s.cron);
         let mut at = s.next_run_at;

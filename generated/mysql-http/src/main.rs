@@ -9,12 +9,15 @@
 //! connections, one InnoDB transaction per request), `http` (the `POST /` endpoint, SSE streams
 //! and health routes), `delivery` (messages to workers), `cron` (schedule expressions), `config`
 //! (flags and environment).
+mod clock;
 mod config;
 mod cron;
 mod delivery;
 mod http;
 mod machine;
 mod protocol;
+mod outbox;
+mod service;
 mod store;
 mod url;
 use std::process::ExitCode;

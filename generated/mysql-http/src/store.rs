@@ -17,8 +17,8 @@
 //! outbox every `messages-poll-interval` ms while this process holds SSE streams, and otherwise
 //! sleeps until its own commits queue a message or a deadline comes.
 use crate::config::{Config, Settings};
-use crate::delivery::{Deliveries, Outgoing};
-use crate::machine::{armed_at, Machine, TaskRow};
+use crate::outbox::{Deliveries, Outgoing};
+use crate::machine::{armed_at, Machine, Records, TaskRow};
 use crate::protocol::{
     Promise, PromiseState, Refusal, Reply, Request, Schedule, TaskState, Tags, Value,
 };
@@ -529,155 +529,6 @@ impl<'c> Tx<'c> {
     fn rows<T: FromRow>(&self, sql: &str, params: impl Into<Params>) -> Result<Vec<T>> {
         Ok(self.conn.borrow_mut().exec(sql, params)?)
     }
-    pub fn promise(&self, id: &str) -> Result<Option<Promise>> {
-        let row: Option<PromiseRow> = self
-            .first(
-                "SELECT state, param, value, tags, timeout_at, created_at, settled_at FROM promises WHERE id = ? FOR UPDATE",
-                (id,),
-            )?;
-        let Some((state, param, value, tags, timeout_at, created_at, settled_at)) = row
-        else {
-            return Ok(None);
-        };
-        Ok(
-            Some(Promise {
-                id: id.to_string(),
-                state: parse_state(&state, PromiseState::parse)?,
-                param: serde_json::from_str::<Value>(&param)?,
-                value: serde_json::from_str::<Value>(&value)?,
-                tags: serde_json::from_str::<Tags>(&tags)?,
-                timeout_at,
-                created_at,
-                settled_at,
-            }),
-        )
-    }
-    pub fn insert_promise(&self, p: &Promise) -> Result<()> {
-        self.run(
-            "INSERT INTO promises (id, state, param, value, tags, timeout_at, created_at, settled_at, armed_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                &p.id,
-                p.state.as_str(),
-                json(&p.param),
-                json(&p.value),
-                json(&p.tags),
-                p.timeout_at,
-                p.created_at,
-                p.settled_at,
-                armed_at(p),
-            ),
-        )
-    }
-    /// Writes a settlement: state, value, settledAt, and disarms the timeout.
-    pub fn update_promise(&self, p: &Promise) -> Result<()> {
-        self.run(
-            "UPDATE promises SET state = ?, value = ?, settled_at = ?, armed_at = ? WHERE id = ?",
-            (p.state.as_str(), json(&p.value), p.settled_at, armed_at(p), &p.id),
-        )
-    }
-    pub fn task(&self, id: &str) -> Result<Option<TaskRow>> {
-        let row: Option<TaskFields> = self
-            .first(
-                "SELECT state, version, pid, ttl, expires_at, retry_at, resumes FROM tasks WHERE id = ? FOR UPDATE",
-                (id,),
-            )?;
-        let Some((state, version, pid, ttl, expires_at, retry_at, resumes)) = row else {
-            return Ok(None);
-        };
-        Ok(
-            Some(TaskRow {
-                id: id.to_string(),
-                state: parse_state(&state, TaskState::parse)?,
-                version,
-                pid,
-                ttl,
-                expires_at,
-                retry_at,
-                resumes: serde_json::from_str(&resumes)?,
-            }),
-        )
-    }
-    pub fn put_task(&self, t: &TaskRow) -> Result<()> {
-        let values = (
-            t.state.as_str(),
-            t.version,
-            &t.pid,
-            t.ttl,
-            t.expires_at,
-            t.retry_at,
-            json(&t.resumes),
-            t.due_at(),
-            &t.id,
-        );
-        self.run(
-            "INSERT INTO tasks (state, version, pid, ttl, expires_at, retry_at, resumes, due_at, id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON DUPLICATE KEY UPDATE state = VALUES(state), version = VALUES(version), pid = VALUES(pid),
-               ttl = VALUES(ttl), expires_at = VALUES(expires_at), retry_at = VALUES(retry_at),
-               resumes = VALUES(resumes), due_at = VALUES(due_at)",
-            values,
-        )
-    }
-    /// Registers a callback once. (Not INSERT IGNORE: it would truncate a value too wide for
-    /// its column instead of refusing it.)
-    pub fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<()> {
-        self.run(
-            "INSERT INTO callbacks (awaited, awaiter) VALUES (?, ?) ON DUPLICATE KEY UPDATE awaiter = awaiter",
-            (awaited, awaiter),
-        )
-    }
-    /// Removes and returns a promise's callbacks, oldest first.
-    pub fn take_callbacks(&self, awaited: &str) -> Result<Vec<String>> {
-        let items = self
-            .rows(
-                "SELECT awaiter FROM callbacks WHERE awaited = ? ORDER BY seq FOR UPDATE",
-                (awaited,),
-            )?;
-        if !items.is_empty() {
-            self.run("DELETE FROM callbacks WHERE awaited = ?", (awaited,))?;
-        }
-        Ok(items)
-    }
-    /// Registers a listener once (not INSERT IGNORE, as for callbacks).
-    pub fn add_listener(&self, awaited: &str, address: &str) -> Result<()> {
-        self.run(
-            "INSERT INTO listeners (awaited, address) VALUES (?, ?) ON DUPLICATE KEY UPDATE address = address",
-            (awaited, address),
-        )
-    }
-    /// Removes and returns a promise's listeners, oldest first.
-    pub fn take_listeners(&self, awaited: &str) -> Result<Vec<String>> {
-        let items = self
-            .rows(
-                "SELECT address FROM listeners WHERE awaited = ? ORDER BY seq FOR UPDATE",
-                (awaited,),
-            )?;
-        if !items.is_empty() {
-            self.run("DELETE FROM listeners WHERE awaited = ?", (awaited,))?;
-        }
-        Ok(items)
-    }
-    /// Queues a message; a message with the same key replaces the older one.
-    pub fn enqueue(&self, key: &str, address: &str, message: &str) -> Result<()> {
-        let target = poll_target(address);
-        self.run(
-            "INSERT INTO outbox (`key`, address, message, any_cast, poll_group, poll_path) VALUES (?, ?, ?, ?, ?, ?)
-             ON DUPLICATE KEY UPDATE address = VALUES(address), message = VALUES(message), attempts = 0,
-               not_before = 0, any_cast = VALUES(any_cast), poll_group = VALUES(poll_group),
-               poll_path = VALUES(poll_path)",
-            (
-                key,
-                address,
-                message,
-                target.is_some_and(|t| t.0),
-                target.map(|t| t.1),
-                target.map(|t| t.2),
-            ),
-        )?;
-        self.enqueued.set(true);
-        Ok(())
-    }
     /// Claims up to `limit` due messages this process can deliver, holding them from other
     /// replicas for CLAIM_HOLD_MS; also answers when the next such message falls due.
     fn claim(
@@ -767,7 +618,159 @@ impl<'c> Tx<'c> {
             )?;
         Ok(usize::try_from(dropped).unwrap_or(usize::MAX))
     }
-    pub fn schedule(&self, id: &str) -> Result<Option<Schedule>> {
+}
+impl Records for Tx<'_> {
+    type Error = StoreError;
+    fn promise(&self, id: &str) -> Result<Option<Promise>> {
+        let row: Option<PromiseRow> = self
+            .first(
+                "SELECT state, param, value, tags, timeout_at, created_at, settled_at FROM promises WHERE id = ? FOR UPDATE",
+                (id,),
+            )?;
+        let Some((state, param, value, tags, timeout_at, created_at, settled_at)) = row
+        else {
+            return Ok(None);
+        };
+        Ok(
+            Some(Promise {
+                id: id.to_string(),
+                state: parse_state(&state, PromiseState::parse)?,
+                param: serde_json::from_str::<Value>(&param)?,
+                value: serde_json::from_str::<Value>(&value)?,
+                tags: serde_json::from_str::<Tags>(&tags)?,
+                timeout_at,
+                created_at,
+                settled_at,
+            }),
+        )
+    }
+    fn insert_promise(&self, p: &Promise) -> Result<()> {
+        self.run(
+            "INSERT INTO promises (id, state, param, value, tags, timeout_at, created_at, settled_at, armed_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                &p.id,
+                p.state.as_str(),
+                json(&p.param),
+                json(&p.value),
+                json(&p.tags),
+                p.timeout_at,
+                p.created_at,
+                p.settled_at,
+                armed_at(p),
+            ),
+        )
+    }
+    /// Writes a settlement: state, value, settledAt, and disarms the timeout.
+    fn update_promise(&self, p: &Promise) -> Result<()> {
+        self.run(
+            "UPDATE promises SET state = ?, value = ?, settled_at = ?, armed_at = ? WHERE id = ?",
+            (p.state.as_str(), json(&p.value), p.settled_at, armed_at(p), &p.id),
+        )
+    }
+    fn task(&self, id: &str) -> Result<Option<TaskRow>> {
+        let row: Option<TaskFields> = self
+            .first(
+                "SELECT state, version, pid, ttl, expires_at, retry_at, resumes FROM tasks WHERE id = ? FOR UPDATE",
+                (id,),
+            )?;
+        let Some((state, version, pid, ttl, expires_at, retry_at, resumes)) = row else {
+            return Ok(None);
+        };
+        Ok(
+            Some(TaskRow {
+                id: id.to_string(),
+                state: parse_state(&state, TaskState::parse)?,
+                version,
+                pid,
+                ttl,
+                expires_at,
+                retry_at,
+                resumes: serde_json::from_str(&resumes)?,
+            }),
+        )
+    }
+    fn put_task(&self, t: &TaskRow) -> Result<()> {
+        let values = (
+            t.state.as_str(),
+            t.version,
+            &t.pid,
+            t.ttl,
+            t.expires_at,
+            t.retry_at,
+            json(&t.resumes),
+            t.due_at(),
+            &t.id,
+        );
+        self.run(
+            "INSERT INTO tasks (state, version, pid, ttl, expires_at, retry_at, resumes, due_at, id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON DUPLICATE KEY UPDATE state = VALUES(state), version = VALUES(version), pid = VALUES(pid),
+               ttl = VALUES(ttl), expires_at = VALUES(expires_at), retry_at = VALUES(retry_at),
+               resumes = VALUES(resumes), due_at = VALUES(due_at)",
+            values,
+        )
+    }
+    /// Registers a callback once. (Not INSERT IGNORE: it would truncate a value too wide for
+    /// its column instead of refusing it.)
+    fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<()> {
+        self.run(
+            "INSERT INTO callbacks (awaited, awaiter) VALUES (?, ?) ON DUPLICATE KEY UPDATE awaiter = awaiter",
+            (awaited, awaiter),
+        )
+    }
+    /// Removes and returns a promise's callbacks, oldest first.
+    fn take_callbacks(&self, awaited: &str) -> Result<Vec<String>> {
+        let items = self
+            .rows(
+                "SELECT awaiter FROM callbacks WHERE awaited = ? ORDER BY seq FOR UPDATE",
+                (awaited,),
+            )?;
+        if !items.is_empty() {
+            self.run("DELETE FROM callbacks WHERE awaited = ?", (awaited,))?;
+        }
+        Ok(items)
+    }
+    /// Registers a listener once (not INSERT IGNORE, as for callbacks).
+    fn add_listener(&self, awaited: &str, address: &str) -> Result<()> {
+        self.run(
+            "INSERT INTO listeners (awaited, address) VALUES (?, ?) ON DUPLICATE KEY UPDATE address = address",
+            (awaited, address),
+        )
+    }
+    /// Removes and returns a promise's listeners, oldest first.
+    fn take_listeners(&self, awaited: &str) -> Result<Vec<String>> {
+        let items = self
+            .rows(
+                "SELECT address FROM listeners WHERE awaited = ? ORDER BY seq FOR UPDATE",
+                (awaited,),
+            )?;
+        if !items.is_empty() {
+            self.run("DELETE FROM listeners WHERE awaited = ?", (awaited,))?;
+        }
+        Ok(items)
+    }
+    /// Queues a message; a message with the same key replaces the older one.
+    fn enqueue(&self, key: &str, address: &str, message: &str) -> Result<()> {
+        let target = poll_target(address);
+        self.run(
+            "INSERT INTO outbox (`key`, address, message, any_cast, poll_group, poll_path) VALUES (?, ?, ?, ?, ?, ?)
+             ON DUPLICATE KEY UPDATE address = VALUES(address), message = VALUES(message), attempts = 0,
+               not_before = 0, any_cast = VALUES(any_cast), poll_group = VALUES(poll_group),
+               poll_path = VALUES(poll_path)",
+            (
+                key,
+                address,
+                message,
+                target.is_some_and(|t| t.0),
+                target.map(|t| t.1),
+                target.map(|t| t.2),
+            ),
+        )?;
+        self.enqueued.set(true);
+        Ok(())
+    }
+    fn schedule(&self, id: &str) -> Result<Option<Schedule>> {
         let record: Option<String> = self
             .first("SELECT record FROM schedules WHERE id = ? FOR UPDATE", (id,))?;
         if record.is_none() {
@@ -775,7 +778,7 @@ impl<'c> Tx<'c> {
         }
         Ok(record.map(|r| serde_json::from_str(&r)).transpose()?)
     }
-    pub fn put_schedule(&self, s: &Schedule) -> Result<()> {
+    fn put_schedule(&self, s: &Schedule) -> Result<()> {
         if self.absent.borrow_mut().remove(&s.id) {
             self.run(
                 "INSERT INTO schedules (record, next_run_at, id) VALUES (?, ?, ?)",
@@ -789,12 +792,12 @@ impl<'c> Tx<'c> {
             )
         }
     }
-    pub fn delete_schedule(&self, id: &str) -> Result<bool> {
+    fn delete_schedule(&self, id: &str) -> Result<bool> {
         Ok(self.changed("DELETE FROM schedules WHERE id = ?", (id,))? > 0)
     }
     /// Ids of armed promises whose timeout has come (rule R1), locked; rows another transaction
     /// holds are skipped (another replica handles them, or a request settles them).
-    pub fn due_promises(&self, now: i64, limit: usize) -> Result<Vec<String>> {
+    fn due_promises(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         self.rows(
             &format!(
                 "SELECT id FROM promises WHERE armed_at <= ? ORDER BY armed_at LIMIT ? {}",
@@ -806,7 +809,7 @@ impl<'c> Tx<'c> {
     /// Ids of tasks whose lease expired or whose retry has come (rules R5, R6). Their promises
     /// are locked, skipping those another transaction holds: the machine locks a promise before
     /// its task, and so does this pass.
-    pub fn due_tasks(&self, now: i64, limit: usize) -> Result<Vec<String>> {
+    fn due_tasks(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         let due: Vec<String> = self
             .rows(
                 "SELECT id FROM tasks WHERE due_at <= ? ORDER BY due_at LIMIT ?",
@@ -832,7 +835,7 @@ impl<'c> Tx<'c> {
     }
     /// Ids of schedules with an occurrence due (rule R7), locked, skipping those another
     /// transaction holds.
-    pub fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<String>> {
+    fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         self.rows(
             &format!(
                 "SELECT id FROM schedules WHERE next_run_at <= ? ORDER BY next_run_at LIMIT ? {}",
@@ -843,7 +846,7 @@ impl<'c> Tx<'c> {
     }
     /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
     /// them first, so their drains run), locked like the other background claims.
-    pub fn overdue_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+    fn overdue_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
         self.rows(
             &format!(
                 "SELECT id FROM promises WHERE state = 'pending' AND timeout_at <= ? ORDER BY timeout_at LIMIT ? {}",
@@ -854,7 +857,7 @@ impl<'c> Tx<'c> {
     }
     /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
     /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
-    pub fn expired_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+    fn expired_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
         self.rows(
             "SELECT p.id FROM promises p
              WHERE p.settled_at <= ?
@@ -867,7 +870,7 @@ impl<'c> Tx<'c> {
         )
     }
     /// Deletes a promise, its task and the callbacks it registered as awaiter.
-    pub fn purge_promise(&self, id: &str) -> Result<()> {
+    fn purge_promise(&self, id: &str) -> Result<()> {
         for sql in [
             "DELETE FROM promises WHERE id = ?",
             "DELETE FROM tasks WHERE id = ?",
@@ -879,7 +882,7 @@ impl<'c> Tx<'c> {
         Ok(())
     }
     /// Promise ids after `after` in id order whose tags include every pair of `tags`.
-    pub fn promise_ids(
+    fn promise_ids(
         &self,
         after: &str,
         tags: &Tags,
@@ -898,14 +901,14 @@ impl<'c> Tx<'c> {
         )
     }
     /// Task ids after `after` in id order.
-    pub fn task_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
+    fn task_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
         self.rows(
             "SELECT id FROM tasks WHERE id > ? ORDER BY id LIMIT ?",
             (after, limit as u64),
         )
     }
     /// Schedules after `after` in id order whose promiseTags include every pair of `tags`.
-    pub fn schedules(
+    fn schedules(
         &self,
         after: &str,
         tags: &Tags,
@@ -931,7 +934,7 @@ impl<'c> Tx<'c> {
         )
     }
     /// debug.reset: deletes everything.
-    pub fn reset(&self) -> Result<()> {
+    fn reset(&self) -> Result<()> {
         for table in [
             "promises",
             "tasks",
@@ -945,7 +948,7 @@ impl<'c> Tx<'c> {
         Ok(())
     }
     /// debug.snap: the whole store as JSON, in the official server's shape plus `schedules`.
-    pub fn snap(&self) -> Result<String> {
+    fn snap(&self) -> Result<String> {
         use serde_json::{json, Value as J};
         let ids: Vec<String> = self.rows("SELECT id FROM promises ORDER BY id", ())?;
         let mut promises = Vec::new();

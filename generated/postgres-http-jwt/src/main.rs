@@ -11,12 +11,15 @@
 //! (schedule expressions), `config` (flags and environment).
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
 mod auth;
+mod clock;
 mod config;
 mod cron;
 mod delivery;
 mod http;
 #[allow(dead_code)]
 mod protocol;
+mod outbox;
+mod service;
 mod store;
 mod url;
 use std::process::ExitCode;

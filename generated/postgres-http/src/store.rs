@@ -16,7 +16,7 @@
 //! delivery loop.
 use crate::config::{Config, Settings};
 use crate::cron::Cron;
-use crate::delivery::{Deliveries, Outgoing};
+use crate::outbox::{Deliveries, Outgoing};
 use crate::protocol::{Fenced, Refusal, Reply, Request};
 use crate::url::{redact, scrub};
 use serde::Deserialize;

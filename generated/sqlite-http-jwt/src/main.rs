@@ -10,12 +10,15 @@
 //! (schedule expressions), `config` (flags and environment).
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
 mod auth;
+mod clock;
 mod config;
 mod cron;
 mod delivery;
 mod http;
 mod machine;
 mod protocol;
+mod outbox;
+mod service;
 mod store;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -12,8 +12,8 @@
 //! a pending external promise (rule R1); `tasks.due_at` is the lease deadline of an acquired task
 //! (R5) or the retry instant of a pending one (R6).
 use crate::config::{Config, Settings};
-use crate::delivery::{Deliveries, Outgoing};
-use crate::machine::{armed_at, Machine, TaskRow};
+use crate::outbox::{Deliveries, Outgoing};
+use crate::machine::{armed_at, Machine, Records, TaskRow};
 use crate::protocol::{
     Promise, PromiseState, Reply, Request, Schedule, TaskState, Tags, Value,
 };
@@ -282,146 +282,6 @@ impl Tx<'_> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
-    pub fn promise(&self, id: &str) -> Result<Option<Promise>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT state, param, value, tags, timeout_at, created_at, settled_at FROM promises WHERE id = ?1",
-            )?;
-        let row = stmt
-            .query_row(
-                [id],
-                |r| {
-                    Ok((
-                        parse_state(&r.get::<_, String>(0)?, PromiseState::parse)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((state, param, value, tags, timeout_at, created_at, settled_at)) = row
-        else {
-            return Ok(None);
-        };
-        Ok(
-            Some(Promise {
-                id: id.to_string(),
-                state,
-                param: serde_json::from_str::<Value>(&param)?,
-                value: serde_json::from_str::<Value>(&value)?,
-                tags: serde_json::from_str::<Tags>(&tags)?,
-                timeout_at,
-                created_at,
-                settled_at,
-            }),
-        )
-    }
-    pub fn insert_promise(&self, p: &Promise) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO promises (id, state, param, value, tags, timeout_at, created_at, settled_at, armed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(
-                params![
-                    p.id, p.state.as_str(), json(& p.param), json(& p.value), json(& p
-                    .tags), p.timeout_at, p.created_at, p.settled_at, armed_at(p)
-                ],
-            )?;
-        Ok(())
-    }
-    /// Writes a settlement: state, value, settledAt, and disarms the timeout.
-    pub fn update_promise(&self, p: &Promise) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE promises SET state = ?2, value = ?3, settled_at = ?4, armed_at = ?5 WHERE id = ?1",
-            )?
-            .execute(
-                params![
-                    p.id, p.state.as_str(), json(& p.value), p.settled_at, armed_at(p)
-                ],
-            )?;
-        Ok(())
-    }
-    pub fn task(&self, id: &str) -> Result<Option<TaskRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT state, version, pid, ttl, expires_at, retry_at, resumes FROM tasks WHERE id = ?1",
-            )?;
-        let row = stmt
-            .query_row(
-                [id],
-                |r| {
-                    Ok((
-                        TaskRow {
-                            id: id.to_string(),
-                            state: parse_state(
-                                &r.get::<_, String>(0)?,
-                                TaskState::parse,
-                            )?,
-                            version: r.get(1)?,
-                            pid: r.get(2)?,
-                            ttl: r.get(3)?,
-                            expires_at: r.get(4)?,
-                            retry_at: r.get(5)?,
-                            resumes: Vec::new(),
-                        },
-                        r.get::<_, String>(6)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((mut t, resumes)) = row else { return Ok(None) };
-        t.resumes = serde_json::from_str(&resumes)?;
-        Ok(Some(t))
-    }
-    pub fn put_task(&self, t: &TaskRow) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO tasks (id, state, version, pid, ttl, expires_at, retry_at, resumes, due_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version,
-                   pid = excluded.pid, ttl = excluded.ttl, expires_at = excluded.expires_at,
-                   retry_at = excluded.retry_at, resumes = excluded.resumes, due_at = excluded.due_at",
-            )?
-            .execute(
-                params![
-                    t.id, t.state.as_str(), t.version, t.pid, t.ttl, t.expires_at, t
-                    .retry_at, json(& t.resumes), t.due_at()
-                ],
-            )?;
-        Ok(())
-    }
-    pub fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO callbacks (awaited, awaiter) VALUES (?1, ?2)",
-            )?
-            .execute([awaited, awaiter])?;
-        Ok(())
-    }
-    /// Removes and returns a promise's callbacks, oldest first.
-    pub fn take_callbacks(&self, awaited: &str) -> Result<Vec<String>> {
-        self.take("callbacks", "awaiter", awaited)
-    }
-    pub fn add_listener(&self, awaited: &str, address: &str) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO listeners (awaited, address) VALUES (?1, ?2)",
-            )?
-            .execute([awaited, address])?;
-        Ok(())
-    }
-    /// Removes and returns a promise's listeners, oldest first.
-    pub fn take_listeners(&self, awaited: &str) -> Result<Vec<String>> {
-        self.take("listeners", "address", awaited)
-    }
     fn take(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
         let items = self
             .conn
@@ -438,18 +298,6 @@ impl Tx<'_> {
                 .execute([awaited])?;
         }
         Ok(items)
-    }
-    /// Queues a message; a message with the same key replaces the older one.
-    pub fn enqueue(&self, key: &str, address: &str, message: &str) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO outbox (key, address, message) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET address = excluded.address, message = excluded.message,
-                   attempts = 0, not_before = 0",
-            )?
-            .execute([key, address, message])?;
-        self.enqueued.set(true);
-        Ok(())
     }
     fn outbox(&self, now: i64, limit: usize) -> Result<Vec<Outgoing>> {
         let rows = self
@@ -517,91 +365,6 @@ impl Tx<'_> {
                 .query_row([], |r| r.get(0))?,
         )
     }
-    pub fn schedule(&self, id: &str) -> Result<Option<Schedule>> {
-        let record: Option<String> = self
-            .conn
-            .prepare_cached("SELECT record FROM schedules WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
-            .optional()?;
-        Ok(record.map(|r| serde_json::from_str(&r)).transpose()?)
-    }
-    pub fn put_schedule(&self, s: &Schedule) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO schedules (id, record, next_run_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET record = excluded.record, next_run_at = excluded.next_run_at",
-            )?
-            .execute(params![s.id, json(s), s.next_run_at])?;
-        Ok(())
-    }
-    pub fn delete_schedule(&self, id: &str) -> Result<bool> {
-        Ok(
-            self
-                .conn
-                .prepare_cached("DELETE FROM schedules WHERE id = ?1")?
-                .execute([id])? > 0,
-        )
-    }
-    /// Ids of armed promises whose timeout has come (rule R1).
-    pub fn due_promises(&self, now: i64, limit: usize) -> Result<Vec<String>> {
-        self.ids(
-            "SELECT id FROM promises WHERE armed_at <= ?1 ORDER BY armed_at LIMIT ?2",
-            now,
-            limit,
-        )
-    }
-    /// Ids of tasks whose lease expired or whose retry has come (rules R5, R6).
-    pub fn due_tasks(&self, now: i64, limit: usize) -> Result<Vec<String>> {
-        self.ids(
-            "SELECT id FROM tasks WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2",
-            now,
-            limit,
-        )
-    }
-    /// Ids of schedules with an occurrence due (rule R7).
-    pub fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<String>> {
-        self.ids(
-            "SELECT id FROM schedules WHERE next_run_at <= ?1 ORDER BY next_run_at LIMIT ?2",
-            now,
-            limit,
-        )
-    }
-    /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
-    /// them first, so their drains run).
-    pub fn overdue_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
-        self.ids(
-            "SELECT id FROM promises WHERE state = 'pending' AND timeout_at <= ?1 ORDER BY timeout_at LIMIT ?2",
-            horizon,
-            limit,
-        )
-    }
-    /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
-    /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
-    pub fn expired_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
-        self.ids(
-            "SELECT p.id FROM promises p
-             WHERE p.settled_at <= ?1
-               AND NOT EXISTS (SELECT 1 FROM promises o
-                   WHERE o.id = json_extract(p.tags, '$.\"resonate:origin\"') AND o.state = 'pending')
-               AND NOT EXISTS (SELECT 1 FROM tasks t, json_each(t.resumes) r
-                   WHERE t.state != 'fulfilled' AND r.value = p.id)
-             ORDER BY p.settled_at LIMIT ?2",
-            horizon,
-            limit,
-        )
-    }
-    /// Deletes a promise, its task and the callbacks it registered as awaiter.
-    pub fn purge_promise(&self, id: &str) -> Result<()> {
-        for sql in [
-            "DELETE FROM promises WHERE id = ?1",
-            "DELETE FROM tasks WHERE id = ?1",
-            "DELETE FROM callbacks WHERE awaiter = ?1",
-            "DELETE FROM listeners WHERE awaited = ?1",
-        ] {
-            self.conn.prepare_cached(sql)?.execute([id])?;
-        }
-        Ok(())
-    }
     fn ids(&self, sql: &str, now: i64, limit: usize) -> Result<Vec<String>> {
         let ids = self
             .conn
@@ -609,15 +372,6 @@ impl Tx<'_> {
             .query_map(params![now, limit as i64], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(ids)
-    }
-    /// Promise ids after `after` in id order whose tags include every pair of `tags`.
-    pub fn promise_ids(
-        &self,
-        after: &str,
-        tags: &Tags,
-        limit: usize,
-    ) -> Result<Vec<String>> {
-        self.page("SELECT id FROM promises", "tags", after, tags, limit)
     }
     /// Runs `select` for rows with id > `after` whose JSON `column` has every pair of `tags`, in
     /// id order, at most `limit`, returning the first column.
@@ -644,8 +398,257 @@ impl Tx<'_> {
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
+}
+impl Records for Tx<'_> {
+    type Error = StoreError;
+    fn promise(&self, id: &str) -> Result<Option<Promise>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT state, param, value, tags, timeout_at, created_at, settled_at FROM promises WHERE id = ?1",
+            )?;
+        let row = stmt
+            .query_row(
+                [id],
+                |r| {
+                    Ok((
+                        parse_state(&r.get::<_, String>(0)?, PromiseState::parse)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((state, param, value, tags, timeout_at, created_at, settled_at)) = row
+        else {
+            return Ok(None);
+        };
+        Ok(
+            Some(Promise {
+                id: id.to_string(),
+                state,
+                param: serde_json::from_str::<Value>(&param)?,
+                value: serde_json::from_str::<Value>(&value)?,
+                tags: serde_json::from_str::<Tags>(&tags)?,
+                timeout_at,
+                created_at,
+                settled_at,
+            }),
+        )
+    }
+    fn insert_promise(&self, p: &Promise) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO promises (id, state, param, value, tags, timeout_at, created_at, settled_at, armed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(
+                params![
+                    p.id, p.state.as_str(), json(& p.param), json(& p.value), json(& p
+                    .tags), p.timeout_at, p.created_at, p.settled_at, armed_at(p)
+                ],
+            )?;
+        Ok(())
+    }
+    /// Writes a settlement: state, value, settledAt, and disarms the timeout.
+    fn update_promise(&self, p: &Promise) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE promises SET state = ?2, value = ?3, settled_at = ?4, armed_at = ?5 WHERE id = ?1",
+            )?
+            .execute(
+                params![
+                    p.id, p.state.as_str(), json(& p.value), p.settled_at, armed_at(p)
+                ],
+            )?;
+        Ok(())
+    }
+    fn task(&self, id: &str) -> Result<Option<TaskRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT state, version, pid, ttl, expires_at, retry_at, resumes FROM tasks WHERE id = ?1",
+            )?;
+        let row = stmt
+            .query_row(
+                [id],
+                |r| {
+                    Ok((
+                        TaskRow {
+                            id: id.to_string(),
+                            state: parse_state(
+                                &r.get::<_, String>(0)?,
+                                TaskState::parse,
+                            )?,
+                            version: r.get(1)?,
+                            pid: r.get(2)?,
+                            ttl: r.get(3)?,
+                            expires_at: r.get(4)?,
+                            retry_at: r.get(5)?,
+                            resumes: Vec::new(),
+                        },
+                        r.get::<_, String>(6)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((mut t, resumes)) = row else { return Ok(None) };
+        t.resumes = serde_json::from_str(&resumes)?;
+        Ok(Some(t))
+    }
+    fn put_task(&self, t: &TaskRow) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tasks (id, state, version, pid, ttl, expires_at, retry_at, resumes, due_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version,
+                   pid = excluded.pid, ttl = excluded.ttl, expires_at = excluded.expires_at,
+                   retry_at = excluded.retry_at, resumes = excluded.resumes, due_at = excluded.due_at",
+            )?
+            .execute(
+                params![
+                    t.id, t.state.as_str(), t.version, t.pid, t.ttl, t.expires_at, t
+                    .retry_at, json(& t.resumes), t.due_at()
+                ],
+            )?;
+        Ok(())
+    }
+    fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO callbacks (awaited, awaiter) VALUES (?1, ?2)",
+            )?
+            .execute([awaited, awaiter])?;
+        Ok(())
+    }
+    /// Removes and returns a promise's callbacks, oldest first.
+    fn take_callbacks(&self, awaited: &str) -> Result<Vec<String>> {
+        self.take("callbacks", "awaiter", awaited)
+    }
+    fn add_listener(&self, awaited: &str, address: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO listeners (awaited, address) VALUES (?1, ?2)",
+            )?
+            .execute([awaited, address])?;
+        Ok(())
+    }
+    /// Removes and returns a promise's listeners, oldest first.
+    fn take_listeners(&self, awaited: &str) -> Result<Vec<String>> {
+        self.take("listeners", "address", awaited)
+    }
+    /// Queues a message; a message with the same key replaces the older one.
+    fn enqueue(&self, key: &str, address: &str, message: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO outbox (key, address, message) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET address = excluded.address, message = excluded.message,
+                   attempts = 0, not_before = 0",
+            )?
+            .execute([key, address, message])?;
+        self.enqueued.set(true);
+        Ok(())
+    }
+    fn schedule(&self, id: &str) -> Result<Option<Schedule>> {
+        let record: Option<String> = self
+            .conn
+            .prepare_cached("SELECT record FROM schedules WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        Ok(record.map(|r| serde_json::from_str(&r)).transpose()?)
+    }
+    fn put_schedule(&self, s: &Schedule) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO schedules (id, record, next_run_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET record = excluded.record, next_run_at = excluded.next_run_at",
+            )?
+            .execute(params![s.id, json(s), s.next_run_at])?;
+        Ok(())
+    }
+    fn delete_schedule(&self, id: &str) -> Result<bool> {
+        Ok(
+            self
+                .conn
+                .prepare_cached("DELETE FROM schedules WHERE id = ?1")?
+                .execute([id])? > 0,
+        )
+    }
+    /// Ids of armed promises whose timeout has come (rule R1).
+    fn due_promises(&self, now: i64, limit: usize) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT id FROM promises WHERE armed_at <= ?1 ORDER BY armed_at LIMIT ?2",
+            now,
+            limit,
+        )
+    }
+    /// Ids of tasks whose lease expired or whose retry has come (rules R5, R6).
+    fn due_tasks(&self, now: i64, limit: usize) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT id FROM tasks WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2",
+            now,
+            limit,
+        )
+    }
+    /// Ids of schedules with an occurrence due (rule R7).
+    fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT id FROM schedules WHERE next_run_at <= ?1 ORDER BY next_run_at LIMIT ?2",
+            now,
+            limit,
+        )
+    }
+    /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
+    /// them first, so their drains run).
+    fn overdue_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT id FROM promises WHERE state = 'pending' AND timeout_at <= ?1 ORDER BY timeout_at LIMIT ?2",
+            horizon,
+            limit,
+        )
+    }
+    /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
+    /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
+    fn expired_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT p.id FROM promises p
+             WHERE p.settled_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM promises o
+                   WHERE o.id = json_extract(p.tags, '$.\"resonate:origin\"') AND o.state = 'pending')
+               AND NOT EXISTS (SELECT 1 FROM tasks t, json_each(t.resumes) r
+                   WHERE t.state != 'fulfilled' AND r.value = p.id)
+             ORDER BY p.settled_at LIMIT ?2",
+            horizon,
+            limit,
+        )
+    }
+    /// Deletes a promise, its task and the callbacks it registered as awaiter.
+    fn purge_promise(&self, id: &str) -> Result<()> {
+        for sql in [
+            "DELETE FROM promises WHERE id = ?1",
+            "DELETE FROM tasks WHERE id = ?1",
+            "DELETE FROM callbacks WHERE awaiter = ?1",
+            "DELETE FROM listeners WHERE awaited = ?1",
+        ] {
+            self.conn.prepare_cached(sql)?.execute([id])?;
+        }
+        Ok(())
+    }
+    /// Promise ids after `after` in id order whose tags include every pair of `tags`.
+    fn promise_ids(
+        &self,
+        after: &str,
+        tags: &Tags,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.page("SELECT id FROM promises", "tags", after, tags, limit)
+    }
     /// Task ids after `after` in id order.
-    pub fn task_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
+    fn task_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
         let ids = self
             .conn
             .prepare_cached("SELECT id FROM tasks WHERE id > ?1 ORDER BY id LIMIT ?2")?
@@ -654,7 +657,7 @@ impl Tx<'_> {
         Ok(ids)
     }
     /// Schedules after `after` in id order whose promiseTags include every pair of `tags`.
-    pub fn schedules(
+    fn schedules(
         &self,
         after: &str,
         tags: &Tags,
@@ -676,7 +679,7 @@ impl Tx<'_> {
         )
     }
     /// debug.reset: deletes everything.
-    pub fn reset(&self) -> Result<()> {
+    fn reset(&self) -> Result<()> {
         self.conn
             .execute_batch(
                 "DELETE FROM promises; DELETE FROM tasks; DELETE FROM callbacks; DELETE FROM listeners;
@@ -685,7 +688,7 @@ impl Tx<'_> {
         Ok(())
     }
     /// debug.snap: the whole store as JSON, in the official server's shape plus `schedules`.
-    pub fn snap(&self) -> Result<String> {
+    fn snap(&self) -> Result<String> {
         use serde_json::{json, Value as J};
         let rows = |
             sql: &str,

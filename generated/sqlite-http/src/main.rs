@@ -8,12 +8,15 @@
 //! protocol's transitions and internal rules), `store` (durable state), `http` (the `POST /`
 //! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
 //! (schedule expressions), `config` (flags and environment).
+mod clock;
 mod config;
 mod cron;
 mod delivery;
 mod http;
 mod machine;
 mod protocol;
+mod outbox;
+mod service;
 mod store;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};

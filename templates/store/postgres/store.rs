@@ -15,7 +15,7 @@
 
 use crate::config::{Config, Settings};
 use crate::cron::Cron;
-use crate::delivery::{Deliveries, Outgoing};
+use crate::outbox::{Deliveries, Outgoing};
 use crate::protocol::{Fenced, Refusal, Reply, Request};
 use crate::url::{redact, scrub};
 use serde::Deserialize;
