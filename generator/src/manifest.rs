@@ -54,6 +54,7 @@ pub enum Store {
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Http,
+    Nats,
 }
 
 /// Outbound HTTP push: `none` refuses nothing at the door but cannot deliver to http(s)://
@@ -90,6 +91,7 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::Http => "http",
+            Transport::Nats => "nats",
         }
     }
 }

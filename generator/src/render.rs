@@ -5,7 +5,7 @@
 //! prefixed with a stable `@generated` header (no version, no timestamp).
 
 use crate::auth::AuthView;
-use crate::manifest::{Auth, Manifest, Push, Store};
+use crate::manifest::{Auth, Manifest, Push, Store, Transport};
 use crate::spec::{Check, ConfigType, FieldType, RecordType, Spec};
 use anyhow::{anyhow, bail, Result};
 use askama::Template;
@@ -271,6 +271,7 @@ impl<'a> Ctx<'a> {
             .iter()
             .filter(|o| {
                 o.stores.as_ref().is_none_or(|s| s.iter().any(|s| s == target.store.name()))
+                    && o.transports.as_ref().is_none_or(|t| t.iter().any(|t| t == target.transport.name()))
                     && o.feature.as_deref().is_none_or(|f| target.has_feature(f))
             })
             .map(|o| OptionView {
@@ -336,6 +337,16 @@ impl<'a> Ctx<'a> {
 
     pub fn mysql(&self) -> bool {
         self.target.store == Store::Mysql
+    }
+
+    /// Whether requests arrive over HTTP (`POST /`, SSE streams, probes).
+    pub fn http(&self) -> bool {
+        self.target.transport == Transport::Http
+    }
+
+    /// Whether requests arrive over NATS (request subjects in a queue group, `nats://` delivery).
+    pub fn nats(&self) -> bool {
+        self.target.transport == Transport::Nats
     }
 
     /// Whether the store runs the Rust state machine (`machine.rs`) over a `Tx`.
@@ -422,6 +433,7 @@ templates! {
     ServiceRs => "server/service.rs",
     HttpRs => "transport/http/http.rs",
     DeliveryRs => "transport/http/delivery.rs",
+    NatsDeliveryRs => "transport/nats/delivery.rs",
     SqliteStore => "store/sqlite/store.rs",
     PostgresStore => "store/postgres/store.rs",
     PostgresSchema => "store/postgres/schema.sql",
@@ -497,8 +509,16 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
     if target.store != Store::Sqlite {
         add("src/url.rs", "store/shared/url.rs", Ok(include_str!("../../templates/store/shared/url.rs").to_string()))?;
     }
-    add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
-    add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
+    match target.transport {
+        Transport::Http => {
+            add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
+            add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
+        }
+        Transport::Nats => {
+            add("src/nats.rs", "transport/nats/nats.rs", Ok(include_str!("../../templates/transport/nats/nats.rs").to_string()))?;
+            add("src/delivery.rs", "transport/nats/delivery.rs", NatsDeliveryRs { c: &c }.render())?;
+        }
+    }
     check_refusals_used(&c, &out)?;
     Ok(out)
 }

@@ -408,6 +408,8 @@ pub struct ConfigOption {
     pub min: Option<i64>,
     /// Only targets with one of these stores carry the option (all when absent).
     pub stores: Option<Vec<String>>,
+    /// Only targets with one of these transports carry the option (all when absent).
+    pub transports: Option<Vec<String>>,
     /// Only targets whose manifest turns this feature on carry the option (all when absent).
     pub feature: Option<String>,
     pub doc: String,

@@ -136,7 +136,11 @@ impl Config {
     /// The URL sent to workers in execute messages.
     fn server_url(&self) -> String {
         if self.server_url.is_empty() {
+{% if c.nats() %}
+            self.nats_url.clone()
+{% else %}
             format!("http://{}:{}", self.server_host, self.server_port)
+{% endif %}
         } else {
             self.server_url.clone()
         }

@@ -215,6 +215,15 @@ pub trait Records {
 /// A handler's outcome: a reply, or a refusal, or a store failure.
 type Outcome<T, E> = Result<std::result::Result<T, Refusal>, E>;
 
+{% if c.nats() %}
+/// Whether an address can be delivered to: `nats://subject`, a subject of dot-separated
+/// non-empty tokens without whitespace or wildcard characters (`*`, `>`).
+pub fn deliverable(address: &str) -> bool {
+    address.strip_prefix("nats://").is_some_and(|subject| {
+        subject.split('.').all(|t| !t.is_empty() && !t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>'))
+    })
+}
+{% else %}
 /// Whether an address can be delivered to: `http(s)://…`, or `poll://any@group[/id]` and
 /// `poll://uni@group/id`.
 pub fn deliverable(address: &str) -> bool {
@@ -234,6 +243,7 @@ pub fn deliverable(address: &str) -> bool {
         _ => false,
     }
 }
+{% endif %}
 
 fn is_timer(tags: &Tags) -> bool {
     tags.get(TIMER).is_some_and(|v| v == "true")

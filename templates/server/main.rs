@@ -31,7 +31,11 @@ mod clock;
 mod config;
 mod cron;
 mod delivery;
+{% if c.http() %}
 mod http;
+{% else %}
+mod nats;
+{% endif %}
 {% if c.machine() %}
 mod machine;
 mod protocol;
@@ -105,7 +109,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(http::serve(config)) {
+    match runtime.block_on({% if c.http() %}http{% else %}nats{% endif %}::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{{ c.crate_name }}: {e}");

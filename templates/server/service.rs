@@ -160,6 +160,15 @@ pub fn refused(kind: &str, corr_id: &str, refusal: Refusal) -> Answer {
     envelope(kind, corr_id, refusal.status(), &json_string(&refusal.message()))
 }
 
+{% if c.nats() %}
+/// The response envelope of a request over the size limit (where the transport has an envelope
+/// to answer with: HTTP answers 413 in plain text instead).
+pub fn too_large(body: &[u8]) -> Answer {
+    let (kind, corr_id) = salvage(body);
+    envelope(&kind, &corr_id, {{ c.spec.protocol.http.body_too_large.status }}, &json_string(TOO_LARGE))
+}
+
+{% endif %}
 /// Writes a response envelope: keys `kind, head, data`, head keys `corrId, status, version`.
 fn envelope(kind: &str, corr_id: &str, status: u16, data: &str) -> Answer {
     let mut body = String::with_capacity(data.len() + kind.len() + corr_id.len() + 64);

@@ -334,7 +334,7 @@ impl Store {
             })
             .await
     }
-    /// Whether the database answers.
+    /// Whether the database answers (`GET /ready`).
     pub async fn ping(&self) -> Result<()> {
         self.pool.with(|conn| Ok(conn.borrow_mut().query_drop("SELECT 1")?)).await
     }

@@ -158,7 +158,7 @@ impl Store {
         let settings = self.settings.clone();
         self.run(move |tx| Machine::new(tx, now, &settings).run_rules()).await
     }
-    /// Whether the database answers.
+    /// Whether the database answers (`GET /ready`).
     pub async fn ping(&self) -> Result<()> {
         self.run(|tx| tx.ping()).await
     }

@@ -293,10 +293,12 @@ impl Store {
         .await
     }
 
-    /// Whether the database answers.
+{% if c.http() %}
+    /// Whether the database answers (`GET /ready`).
     pub async fn ping(&self) -> Result<()> {
         self.pool.with(|conn| Ok(conn.borrow_mut().query_drop("SELECT 1")?)).await
     }
+{% endif %}
 
     /// Claims due messages this replica can deliver (pushes, and poll:// messages for the
     /// `streams` it holds: group names and `group/id`s); also answers when the next one falls due.

@@ -120,10 +120,17 @@ $$;
 
 -- ===== tags and addresses (machine.rs: deliverable, is_external, deadline_state) =====
 
+{% if c.nats() %}
+-- nats://subject: dot-separated non-empty tokens, no whitespace, no wildcard characters.
+CREATE OR REPLACE FUNCTION deliverable(address text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT address ~ '^nats://[^.*>\s]+(\.[^.*>\s]+)*$'
+$$;
+{% else %}
 -- http(s)://… with something after the scheme, poll://any@group[/id] or poll://uni@group/id.
 CREATE OR REPLACE FUNCTION deliverable(address text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT address ~ '^https?://.' OR address ~ '^poll://(any@[^/]+(/[^/]+)?|uni@[^/]+/[^/]+)$'
 $$;
+{% endif %}
 
 CREATE OR REPLACE FUNCTION is_external(tags jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT tags ? 'resonate:target' OR coalesce(tags->>'resonate:timer' = 'true', false)

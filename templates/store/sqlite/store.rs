@@ -154,10 +154,12 @@ impl Store {
         self.run(move |tx| Machine::new(tx, now, &settings).run_rules()).await
     }
 
-    /// Whether the database answers.
+{% if c.http() %}
+    /// Whether the database answers (`GET /ready`).
     pub async fn ping(&self) -> Result<()> {
         self.run(|tx| tx.ping()).await
     }
+{% endif %}
 
     /// Queued messages whose next attempt is due, oldest first.
     pub async fn outbox(&self, now: i64, limit: usize) -> Result<Vec<Outgoing>> {
@@ -276,10 +278,12 @@ fn parse_state<T>(s: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> 
 }
 
 impl Tx<'_> {
+{% if c.http() %}
     fn ping(&self) -> Result<()> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
+{% endif %}
 
     fn take(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
         let items = self
