@@ -379,7 +379,10 @@ impl<'a> Ctx<'a> {
 
     /// The departures from spec/choices.yaml this target makes (those of features it lacks are left out).
     pub fn choices(&self) -> impl Iterator<Item = &crate::spec::Choice> {
-        self.spec.choices.iter().filter(|ch| ch.feature.as_deref().is_none_or(|f| self.target.has_feature(f)))
+        self.spec.choices.iter().filter(|ch| {
+            ch.feature.as_deref().is_none_or(|f| self.target.has_feature(f))
+                && ch.transports.as_ref().is_none_or(|t| t.iter().any(|t| t == self.target.transport.name()))
+        })
     }
 
     /// The protocol requests (not `debug.*`).

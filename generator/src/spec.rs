@@ -436,6 +436,8 @@ pub struct Choice {
     pub reason: String,
     /// Only targets whose manifest turns this feature on make this choice (all when absent).
     pub feature: Option<String>,
+    /// Only targets with one of these transports make this choice (all when absent).
+    pub transports: Option<Vec<String>>,
 }
 
 /// Reads one YAML file into `T`, naming the file and the key path on failure.

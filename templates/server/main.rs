@@ -2,24 +2,19 @@
 //!
 //! {{ c.target.description }}.
 //!
-{% if c.sqlite() %}
-//! Layout: `protocol` (wire records and requests, rendered from spec/), `machine` (the
-//! protocol's transitions and internal rules), `store` (durable state), `http` (the `POST /`
-//! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
-//! (schedule expressions), `config` (flags and environment).
-{% else if c.mysql() %}
-//! Layout: `protocol` (wire records and requests, rendered from spec/), `machine` (the
-//! protocol's transitions and internal rules), `store` (the MySQL store: a small pool of
-//! connections, one InnoDB transaction per request), `http` (the `POST /` endpoint, SSE streams
-//! and health routes), `delivery` (messages to workers), `cron` (schedule expressions), `config`
-//! (flags and environment).
-{% else %}
-//! Layout: `protocol` (wire records and requests, rendered from spec/), `store` (the
-//! PostgreSQL store: a small connection pool, and `schema.sql`, whose server-side functions run
-//! the protocol's transitions and internal rules, one call per request), `http` (the `POST /`
-//! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
-//! (schedule expressions), `config` (flags and environment).
+//! Layout, each module using only those after it: `{% if c.http() %}http` (the `POST /` endpoint,
+//! SSE streams and health routes){% else %}nats` (the NATS connection: request subjects in a
+//! queue group, answers to reply subjects){% endif %}, `delivery` (messages to workers), `service`
+//! (envelope checks and the background rules, for any transport), `store` ({% if c.sqlite() %}one
+//! SQLite file, one writer thread{% else if c.mysql() %}a small pool of MySQL connections, one
+//! InnoDB transaction per request{% else %}a small PostgreSQL pool; `schema.sql`'s server-side
+//! functions run the protocol's transitions and internal rules, one call per request{% endif %}),
+{% if c.machine() %}
+//! `machine` (the protocol's transitions and internal rules over the store's `Records`),
 {% endif %}
+//! `outbox` (queued messages between store and delivery), `protocol` (wire records and requests,
+//! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
+//! environment).
 {% if c.jwt() %}
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
 {% endif %}

@@ -4,11 +4,14 @@
 //!
 //! MySQL or MariaDB (one InnoDB transaction per request, replicas share the database), HTTP + SSE, HTTP push.
 //!
-//! Layout: `protocol` (wire records and requests, rendered from spec/), `machine` (the
-//! protocol's transitions and internal rules), `store` (the MySQL store: a small pool of
-//! connections, one InnoDB transaction per request), `http` (the `POST /` endpoint, SSE streams
-//! and health routes), `delivery` (messages to workers), `cron` (schedule expressions), `config`
-//! (flags and environment).
+//! Layout, each module using only those after it: `http` (the `POST /` endpoint,
+//! SSE streams and health routes), `delivery` (messages to workers), `service`
+//! (envelope checks and the background rules, for any transport), `store` (a small pool of MySQL connections, one
+//! InnoDB transaction per request),
+//! `machine` (the protocol's transitions and internal rules over the store's `Records`),
+//! `outbox` (queued messages between store and delivery), `protocol` (wire records and requests,
+//! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
+//! environment).
 mod clock;
 mod config;
 mod cron;

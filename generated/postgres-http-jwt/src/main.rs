@@ -4,11 +4,13 @@
 //!
 //! PostgreSQL (one function call per request) with JWT auth, HTTP + SSE, HTTP push, every request scoped by a token.
 //!
-//! Layout: `protocol` (wire records and requests, rendered from spec/), `store` (the
-//! PostgreSQL store: a small connection pool, and `schema.sql`, whose server-side functions run
-//! the protocol's transitions and internal rules, one call per request), `http` (the `POST /`
-//! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
-//! (schedule expressions), `config` (flags and environment).
+//! Layout, each module using only those after it: `http` (the `POST /` endpoint,
+//! SSE streams and health routes), `delivery` (messages to workers), `service`
+//! (envelope checks and the background rules, for any transport), `store` (a small PostgreSQL pool; `schema.sql`'s server-side
+//! functions run the protocol's transitions and internal rules, one call per request),
+//! `outbox` (queued messages between store and delivery), `protocol` (wire records and requests,
+//! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
+//! environment).
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
 mod auth;
 mod clock;

@@ -4,11 +4,13 @@
 //!
 //! PostgreSQL (one function call per request, replicas share the database), NATS requests (queue group) and nats:// delivery.
 //!
-//! Layout: `protocol` (wire records and requests, rendered from spec/), `store` (the
-//! PostgreSQL store: a small connection pool, and `schema.sql`, whose server-side functions run
-//! the protocol's transitions and internal rules, one call per request), `http` (the `POST /`
-//! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
-//! (schedule expressions), `config` (flags and environment).
+//! Layout, each module using only those after it: `nats` (the NATS connection: request subjects in a
+//! queue group, answers to reply subjects), `delivery` (messages to workers), `service`
+//! (envelope checks and the background rules, for any transport), `store` (a small PostgreSQL pool; `schema.sql`'s server-side
+//! functions run the protocol's transitions and internal rules, one call per request),
+//! `outbox` (queued messages between store and delivery), `protocol` (wire records and requests,
+//! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
+//! environment).
 mod clock;
 mod config;
 mod cron;

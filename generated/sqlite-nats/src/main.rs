@@ -4,10 +4,14 @@
 //!
 //! SQLite file in WAL mode, NATS requests (queue group) and nats:// delivery.
 //!
-//! Layout: `protocol` (wire records and requests, rendered from spec/), `machine` (the
-//! protocol's transitions and internal rules), `store` (durable state), `http` (the `POST /`
-//! endpoint, SSE streams and health routes), `delivery` (messages to workers), `cron`
-//! (schedule expressions), `config` (flags and environment).
+//! Layout, each module using only those after it: `nats` (the NATS connection: request subjects in a
+//! queue group, answers to reply subjects), `delivery` (messages to workers), `service`
+//! (envelope checks and the background rules, for any transport), `store` (one
+//! SQLite file, one writer thread),
+//! `machine` (the protocol's transitions and internal rules over the store's `Records`),
+//! `outbox` (queued messages between store and delivery), `protocol` (wire records and requests,
+//! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
+//! environment).
 mod clock;
 mod config;
 mod cron;
