@@ -11,15 +11,17 @@
 //! drops; a request in flight then is lost and the caller's timeout retries it. It carries no
 //! TLS, JetStream or other client features the server does not use.
 use crate::config::Config;
-use crate::delivery::{self, valid_subject, Publisher};
+use crate::delivery::{self, valid_subject, Publisher, Unpublished};
 use crate::protocol::Refusal;
-use crate::service::{refused, salvage, too_large, Answer, Service, BODY_LIMIT};
+use crate::service::{
+    refused, response_too_large, salvage, too_large, Answer, Service, BODY_LIMIT,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 /// The header naming the subject an answer goes to.
 const REPLY_HEADER: &str = "Resonate-Reply-To";
 /// The longest protocol line accepted from the NATS server (a MSG line names two subjects).
@@ -33,6 +35,9 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// Frames written to the socket at once, at most.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Requests being answered at once, at most; past it the server stops reading from NATS until
+/// one is answered, and NATS holds (or, for a slow consumer, drops) the rest.
+const IN_FLIGHT: usize = 1024;
 /// Where and as whom to connect: `nats://[user:password@]host[:port]`.
 struct Endpoint {
     /// `host:port`.
@@ -172,6 +177,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
 struct Connection {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// The INFO's `max_payload`.
+    max_payload: usize,
 }
 /// Connects, reads INFO, sends CONNECT and the subscription, and waits for the PONG that
 /// confirms both (an authorisation failure arrives as -ERR instead).
@@ -186,14 +193,19 @@ async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, St
                 let (read, mut writer) = stream.into_split();
                 let mut reader = BufReader::new(read);
                 let info = read_line(&mut reader).await?;
-                if !info.starts_with("INFO ") {
+                let Some(info) = info.strip_prefix("INFO ") else {
                     return Err(
                         format!(
                             "not a NATS server (it said '{}')", info.chars().take(80)
                             .collect::< String > ()
                         ),
                     );
-                }
+                };
+                let info: serde_json::Value = serde_json::from_str(info)
+                    .unwrap_or_default();
+                let max_payload = info["max_payload"]
+                    .as_u64()
+                    .map_or(1024 * 1024, |m| m as usize);
                 let mut hello = endpoint.connect_frame();
                 hello.extend_from_slice(subscribe);
                 hello.extend_from_slice(b"PING\r\n");
@@ -201,7 +213,13 @@ async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, St
                 loop {
                     let line = read_line(&mut reader).await?;
                     match line.split_ascii_whitespace().next().unwrap_or_default() {
-                        "PONG" => return Ok(Connection { reader, writer }),
+                        "PONG" => {
+                            return Ok(Connection {
+                                reader,
+                                writer,
+                                max_payload,
+                            });
+                        }
                         "-ERR" => {
                             return Err(
                                 format!("the NATS server refused: {}", & line[4..].trim()),
@@ -233,11 +251,13 @@ async fn read_line(reader: &mut BufReader<OwnedReadHalf>) -> Result<String, Stri
 }
 /// Serves one connection until it fails; returns why.
 async fn session(
-    Connection { mut reader, mut writer }: Connection,
+    Connection { mut reader, mut writer, max_payload }: Connection,
     frames: &mut mpsc::Receiver<Vec<u8>>,
     service: &Arc<Service>,
     publisher: &Publisher,
 ) -> String {
+    publisher.set_max_payload(max_payload);
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let write = async {
         let mut pings = tokio::time::interval(PING_INTERVAL);
         let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -259,9 +279,13 @@ async fn session(
         loop {
             match read_message(&mut reader, publisher).await {
                 Ok(Some(message)) => {
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                        return "closed".to_string()
+                    };
                     let (service, publisher) = (service.clone(), publisher.clone());
                     tokio::spawn(async move {
-                        answer(&service, &publisher, message).await
+                        answer(&service, &publisher, message).await;
+                        drop(permit);
                     });
                 }
                 Ok(None) => {}
@@ -379,9 +403,20 @@ async fn answer(service: &Service, publisher: &Publisher, message: Message) {
         None if message.payload.len() > BODY_LIMIT => too_large(&message.payload),
         None => service.handle(&message.payload).await,
     };
-    if publisher.publish(to, body.as_bytes()).await {
-        crate::log!(Debug, "answered {status} on {to}");
-    } else {
-        crate::log!(Warn, "cannot answer on {to}: the connection is gone");
+    match publisher.publish(to, body.as_bytes()).await {
+        Ok(()) => crate::log!(Debug, "answered {status} on {to}"),
+        Err(Unpublished::TooLarge(max)) => {
+            crate::log!(
+                Error,
+                "an answer of {} bytes is over the NATS server's max_payload of {max}",
+                body.len()
+            );
+            let (kind, corr_id) = salvage(&message.payload);
+            let too_big = response_too_large(&kind, &corr_id, body.len(), max);
+            let _ = publisher.publish(to, too_big.body.as_bytes()).await;
+        }
+        Err(Unpublished::Closed) => {
+            crate::log!(Warn, "cannot answer on {to}: the connection is gone")
+        }
     }
 }

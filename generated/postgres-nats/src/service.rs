@@ -140,6 +140,19 @@ pub fn too_large(body: &[u8]) -> Answer {
     let (kind, corr_id) = salvage(body);
     envelope(&kind, &corr_id, 413, &json_string(TOO_LARGE))
 }
+/// The envelope sent instead of an answer of `bytes` the transport cannot carry (over NATS's
+/// `max_payload` of `max`): a 500, as for any failure of the server's own making.
+pub fn response_too_large(
+    kind: &str,
+    corr_id: &str,
+    bytes: usize,
+    max: usize,
+) -> Answer {
+    let message = format!(
+        "Internal error: the response ({bytes} bytes) is larger than the transport allows ({max} bytes)"
+    );
+    envelope(kind, corr_id, 500, &json_string(&message))
+}
 /// Writes a response envelope: keys `kind, head, data`, head keys `corrId, status, version`.
 fn envelope(kind: &str, corr_id: &str, status: u16, data: &str) -> Answer {
     let mut body = String::with_capacity(data.len() + kind.len() + corr_id.len() + 64);

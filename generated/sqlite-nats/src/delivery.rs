@@ -13,7 +13,7 @@ use crate::clock::now;
 use crate::config::Settings;
 use crate::outbox::{backoff, Deliveries, Outgoing, BACKOFF_MAX_MS, BACKOFF_MIN_MS};
 use crate::store::Store;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -28,16 +28,43 @@ const PAUSED_POLL: Duration = Duration::from_millis(50);
 #[derive(Clone)]
 pub struct Publisher {
     frames: mpsc::Sender<Vec<u8>>,
+    /// The largest payload the NATS server accepts (its INFO's `max_payload`): a larger PUB
+    /// would make it close the connection.
+    max_payload: Arc<AtomicUsize>,
+}
+/// Why a message was not published.
+pub enum Unpublished {
+    /// Larger than the NATS server's `max_payload`.
+    TooLarge(usize),
+    /// The connection's writer is gone.
+    Closed,
 }
 impl Publisher {
     /// A publisher and the receiving end the connection writes from.
     pub fn new() -> (Publisher, mpsc::Receiver<Vec<u8>>) {
         let (frames, rx) = mpsc::channel(FRAME_BUFFER);
-        (Publisher { frames }, rx)
+        (
+            Publisher {
+                frames,
+                max_payload: Arc::new(AtomicUsize::new(usize::MAX)),
+            },
+            rx,
+        )
     }
-    /// Publishes `payload` to `subject`, which must be [`valid_subject`]; false if the
-    /// connection's writer is gone.
-    pub async fn publish(&self, subject: &str, payload: &[u8]) -> bool {
+    /// Records the `max_payload` a (re)connected NATS server announced.
+    pub fn set_max_payload(&self, bytes: usize) {
+        self.max_payload.store(bytes, Ordering::Relaxed);
+    }
+    /// Publishes `payload` to `subject`, which must be [`valid_subject`].
+    pub async fn publish(
+        &self,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<(), Unpublished> {
+        let max = self.max_payload.load(Ordering::Relaxed);
+        if payload.len() > max {
+            return Err(Unpublished::TooLarge(max));
+        }
         let mut frame = Vec::with_capacity(subject.len() + payload.len() + 24);
         frame
             .extend_from_slice(
@@ -45,7 +72,7 @@ impl Publisher {
             );
         frame.extend_from_slice(payload);
         frame.extend_from_slice(b"\r\n");
-        self.send(frame).await
+        if self.send(frame).await { Ok(()) } else { Err(Unpublished::Closed) }
     }
     /// Queues one raw protocol frame.
     pub async fn send(&self, frame: Vec<u8>) -> bool {
@@ -107,14 +134,30 @@ pub async fn run(
 async fn deliver(store: &Store, publisher: &Publisher, rows: Vec<Outgoing>) {
     let mut out = Deliveries::default();
     for Outgoing { key, address, message, attempts } in rows {
-        let subject = address.strip_prefix("nats://").filter(|s| valid_subject(s));
-        match subject {
-            Some(subject) if publisher.publish(subject, message.as_bytes()).await => {
-                out.done.push((key, message))
-            }
-            _ => {
+        let published = match address
+            .strip_prefix("nats://")
+            .filter(|s| valid_subject(s))
+        {
+            Some(subject) => publisher.publish(subject, message.as_bytes()).await,
+            None => Err(Unpublished::Closed),
+        };
+        match published {
+            Ok(()) => out.done.push((key, message)),
+            Err(why) => {
+                let why = match why {
+                    Unpublished::TooLarge(max) => {
+                        format!(
+                            "{} bytes, over the NATS server's max_payload of {max}",
+                            message.len()
+                        )
+                    }
+                    Unpublished::Closed if address.starts_with("nats://") => {
+                        "no NATS connection".to_string()
+                    }
+                    Unpublished::Closed => "not a nats:// subject".to_string(),
+                };
                 crate::log!(
-                    Warn, "cannot deliver to {address} (attempt {})", attempts + 1
+                    Warn, "cannot deliver to {address} (attempt {}): {why}", attempts + 1
                 );
                 out.failed.push((key, message, now() + backoff(attempts)));
             }
