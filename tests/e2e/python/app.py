@@ -3,6 +3,8 @@
     app.py worker URL GROUP DIR TTL_MS        serve the functions until killed; prints "ready"
     app.py invoke URL GROUP ID FUNC ARGS_JSON  start FUNC(*ARGS) on GROUP as ID, print its result as JSON
 
+URL picks the transport: http://host:port is the server's HTTP API; nats://host:port?serverTopic=S&workerTopic=W
+is a NATS server, reached through the resonate-nats connector (0.8.1 only) with api prefix S and worker prefix W.
 Every completed step appends one line to DIR/steps.log, so the runner can check that no step ran twice.
 """
 
@@ -12,6 +14,7 @@ import sys
 import time
 import uuid
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 from resonate.context import Context
 from resonate.resonate import Resonate
@@ -68,9 +71,35 @@ async def long_step(ctx: Context, dir: str, ms: int) -> str:
 
 FUNCTIONS = [step, countdown, square, fan_out, announce, approval, slow_step, long_step]
 
+# NATS connections opened by connect(), closed before the process exits.
+NATS_CLIENTS = []
+
+
+async def connect(url: str, group: str, **options) -> Resonate:
+    """A Resonate in GROUP on the server at URL, over HTTP or over NATS (see the module docstring)."""
+    if not url.startswith("nats://"):
+        return Resonate(url=url, group=group, **options)
+    import nats
+    from resonate_nats import NatsConnection
+
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    nc = await nats.connect(f"nats://{parts.netloc}")
+    NATS_CLIENTS.append(nc)
+    # The pid names this process's unicast subject: lowercase, and the same for the SDK and the connector.
+    pid = uuid.uuid4().hex
+    network = NatsConnection(
+        nc,
+        pid=pid,
+        group=group,
+        server_topic=query["serverTopic"][0],
+        worker_topic=query["workerTopic"][0],
+    )
+    return Resonate(group=group, pid=pid, network=network, **options)
+
 
 async def worker(url: str, group: str, dir: str, ttl_ms: str) -> None:
-    resonate = Resonate(url=url, group=group, ttl=timedelta(milliseconds=int(ttl_ms)))
+    resonate = await connect(url, group, ttl=timedelta(milliseconds=int(ttl_ms)))
     for fn in FUNCTIONS:
         resonate.register(fn)
     # Ready once a settlement reaches this process over its message stream.
@@ -85,10 +114,12 @@ async def worker(url: str, group: str, dir: str, ttl_ms: str) -> None:
 
 
 async def invoke(url: str, group: str, id: str, func: str, args: str) -> None:
-    resonate = Resonate(url=url, group=f"{group}-client")
+    resonate = await connect(url, f"{group}-client")
     handle = resonate.options(target=group).rpc(id, func, *json.loads(args))
     print(json.dumps(await handle.result()), flush=True)
     await resonate.stop()
+    for nc in NATS_CLIENTS:
+        await nc.close()
 
 
 if __name__ == "__main__":

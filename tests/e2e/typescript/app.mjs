@@ -4,6 +4,9 @@
 //   node app.mjs worker URL GROUP DIR TTL_MS        serve the functions until killed; prints "ready"
 //   node app.mjs invoke URL GROUP ID FUNC ARGS_JSON  start FUNC(...ARGS) on GROUP as ID, print its result as JSON
 //
+// URL picks the transport: http://host:port is the server's HTTP API; nats://host:port?serverTopic=S&workerTopic=W
+// is a NATS server, reached through the SDK's NatsNetwork (0.11.5; needs @nats-io/transport-node) with api prefix S
+// and worker prefix W.
 // Every completed step appends one line to DIR/steps.log, so the runner can check that no step ran twice.
 
 import { appendFileSync, writeFileSync } from "node:fs";
@@ -69,8 +72,27 @@ function* long_step(ctx, dir, ms) {
 
 const FUNCTIONS = { step, countdown, square, fan_out, announce, approval, slow_step, long_step };
 
+// A Resonate in `group` on the server at `url`, over HTTP or over NATS (see the top of this file).
+async function connect(url, group, options = {}) {
+  if (!url.startsWith("nats://")) return new Resonate({ url, group, ...options });
+  const { connect: natsConnect } = await import("@nats-io/transport-node");
+  const { NatsNetwork } = await import("@resonatehq/sdk/nats");
+  const parsed = new URL(url);
+  const conn = await natsConnect({ servers: parsed.host });
+  // The pid names this process's unicast subject: lowercase, and the same for the SDK and the network.
+  const pid = randomUUID().replace(/-/g, "");
+  const network = new NatsNetwork({
+    conn,
+    group,
+    pid,
+    serverTopic: parsed.searchParams.get("serverTopic"),
+    workerTopic: parsed.searchParams.get("workerTopic"),
+  });
+  return new Resonate({ group, pid, network, ...options });
+}
+
 async function worker(url, group, dir, ttlMs) {
-  const resonate = new Resonate({ url, group, ttl: Number(ttlMs) });
+  const resonate = await connect(url, group, { ttl: Number(ttlMs) });
   for (const [name, fn] of Object.entries(FUNCTIONS)) resonate.register(name, fn);
   resonate.setDependency("group", group);
   // Ready once a settlement reaches this process over its message stream.
@@ -83,7 +105,7 @@ async function worker(url, group, dir, ttlMs) {
 }
 
 async function invoke(url, group, id, func, args) {
-  const resonate = new Resonate({ url, group: `${group}-client` });
+  const resonate = await connect(url, `${group}-client`);
   const result = await resonate.rpc(id, func, ...JSON.parse(args), resonate.options({ target: group }));
   console.log(JSON.stringify(result ?? null));
   await resonate.stop();
