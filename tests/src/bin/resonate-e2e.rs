@@ -11,14 +11,23 @@
 //! Every case gets a freshly started server and a fresh worker group. The last line is
 //! `N passed, N failed`; cases that fail because of a known SDK defect are listed apart and
 //! counted in neither.
+//!
+//! A NATS target (`transport: nats` in its manifest) has no HTTP listener: the runner starts its
+//! processes itself on the shared NATS server (`$RESONATE_E2E_NATS_URL`, default
+//! nats://127.0.0.1:4222), each case on its own api prefix, queue group and worker topic, and the
+//! SDKs connect with their NATS connectors. Only the SDK versions that have one run there; a
+//! target on a shared database (postgres-nats) runs two replicas in one queue group per case.
 
 use resonate_tests::client::Client;
-use resonate_tests::server::{self, repo_root, Server};
+use resonate_tests::server::{self, repo_root, Database, Server};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::fs;
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use std::{env, thread};
@@ -35,7 +44,8 @@ const SDKS: &[&str] = &[
     "rust-0.6.0",
 ];
 
-/// The scenarios every SDK runs; the Rust SDK also runs its own e2e suite (`sdk-suite`).
+/// The scenarios every SDK runs; the Rust SDK also runs its own e2e suite (`sdk-suite`), and a
+/// target run as several replicas also [`REPLICA_SCENARIOS`].
 const SCENARIOS: &[&str] = &[
     "countdown",
     "fan-out",
@@ -46,6 +56,20 @@ const SCENARIOS: &[&str] = &[
     "worker-crash-in-step",
     "server-crash-in-step",
 ];
+
+/// The scenarios a target run as several replicas adds: one replica is killed and stays down.
+const REPLICA_SCENARIOS: &[&str] = &["replica-crash", "replica-crash-in-step"];
+
+/// The SDK versions that ship a NATS connector: the only ones a NATS target runs.
+const NATS_SDKS: &[&str] = &["python-0.8.1", "typescript-0.11.5"];
+
+/// Installed beside `resonate-sdk` for NATS targets. nats-py is pinned because 2.16 validates
+/// header names as RFC 7230 tokens and refuses the `resonate:origin` header resonate-nats 0.8.0
+/// puts on every request, so every request fails; 2.15.0 sends it.
+const PYTHON_NATS_PACKAGES: &[&str] = &["resonate-nats==0.8.0", "nats-py==2.15.0"];
+
+/// Installed beside `@resonatehq/sdk` for NATS targets: the peer dependency of its `NatsNetwork`.
+const TYPESCRIPT_NATS_PACKAGES: &[&str] = &["@nats-io/transport-node@^3"];
 
 /// Cases expected to fail because of a defect in a published SDK, with the defect.
 const KNOWN_DEFECTS: &[(&str, &str, &str)] = &[(
@@ -62,6 +86,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Task lease for the scenarios that do not test leases (the SDKs' own default).
 const DEFAULT_TTL_MS: u64 = 60_000;
+/// How long a NATS server process has to log that it takes requests.
+const NATS_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the runner's own requests over NATS wait for an answer.
+const NATS_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The protocol version of the runner's own requests.
+const PROTOCOL_VERSION: &str = "2026-04-01";
 
 // ---------------------------------------------------------------------------------------------
 // Command line and main
@@ -99,14 +129,54 @@ fn parse_args() -> Result<Options, String> {
     if options.sdks.is_empty() {
         options.sdks = SDKS.iter().map(|s| s.to_string()).collect();
     }
-    if options.scenarios.is_empty() {
-        options.scenarios = SCENARIOS
-            .iter()
-            .chain(&["sdk-suite"])
-            .map(|s| s.to_string())
-            .collect();
-    }
     Ok(options)
+}
+
+/// The server under test: its binary, and how the SDKs reach it.
+struct Target {
+    name: String,
+    bin: PathBuf,
+    /// Served over NATS (no HTTP listener) rather than HTTP.
+    nats: bool,
+    /// Server processes per case: a NATS target on a shared database runs two replicas on one
+    /// database in one queue group.
+    replicas: usize,
+}
+
+impl Target {
+    /// Reads `targets/<name>.yaml` for the store and transport, and builds the server.
+    fn load(name: &str) -> Result<Target, String> {
+        let path = repo_root().join("targets").join(format!("{name}.yaml"));
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("unknown target {name}: cannot read {}: {e}", path.display()))?;
+        let manifest: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let field = |key: &str| manifest[key].as_str().unwrap_or_default().to_string();
+        let nats = field("transport") == "nats";
+        let replicas = if nats && field("store") != "sqlite" {
+            2
+        } else {
+            1
+        };
+        Ok(Target {
+            name: name.to_string(),
+            bin: server::build(name),
+            nats,
+            replicas,
+        })
+    }
+
+    /// The scenarios run when none are named.
+    fn default_scenarios(&self) -> Vec<String> {
+        let mut scenarios: Vec<String> = SCENARIOS.iter().map(|s| s.to_string()).collect();
+        if self.replicas > 1 {
+            scenarios.extend(REPLICA_SCENARIOS.iter().map(|s| s.to_string()));
+        }
+        if !self.nats {
+            scenarios.push("sdk-suite".into());
+        }
+        scenarios
+    }
 }
 
 /// One scenario for one SDK, or (scenario `sdk-suite`) the Rust SDK's own suite.
@@ -167,8 +237,33 @@ fn main() -> ExitCode {
         options.target,
         cache.display()
     );
-    let bin = server::build(&options.target);
-    println!("server: built {}", bin.display());
+    let target = match Target::load(&options.target) {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("resonate-e2e: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("server: built {}", target.bin.display());
+    if target.nats {
+        if let Err(e) = TcpStream::connect(nats_addr(&nats_url())) {
+            println!(
+                "resonate-e2e: no NATS server at {} ({e}); start one, e.g. start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log",
+                nats_url()
+            );
+            return ExitCode::FAILURE;
+        }
+        println!(
+            "transport: NATS at {}, {} server replica(s) per case",
+            nats_url(),
+            target.replicas
+        );
+    }
+    let scenarios = if options.scenarios.is_empty() {
+        target.default_scenarios()
+    } else {
+        options.scenarios.clone()
+    };
 
     let mut tally = Tally {
         passed: 0,
@@ -177,13 +272,20 @@ fn main() -> ExitCode {
     };
     let mut cases = VecDeque::new();
     for name in &options.sdks {
+        if target.nats && !NATS_SDKS.contains(&name.as_str()) {
+            println!(
+                "skip  {name}: this SDK version has no NATS connector, so {} cannot run it (NATS: {})",
+                target.name,
+                NATS_SDKS.join(", ")
+            );
+            continue;
+        }
         let setup_started = Instant::now();
-        let scenarios: Vec<&String> = options
-            .scenarios
+        let scenarios: Vec<&String> = scenarios
             .iter()
             .filter(|s| s.as_str() != "sdk-suite" || name.starts_with("rust-"))
             .collect();
-        match Sdk::setup(name, &cache) {
+        match Sdk::setup(name, &cache, target.nats) {
             Ok(sdk) => {
                 println!(
                     "setup {name}: ready ({:.1}s)",
@@ -217,7 +319,7 @@ fn main() -> ExitCode {
                     break;
                 };
                 let case_started = Instant::now();
-                for (name, outcome) in run_case(&bin, &case) {
+                for (name, outcome) in run_case(&target, &case) {
                     tally
                         .lock()
                         .unwrap()
@@ -253,7 +355,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs one case on its own server; the Rust suite yields one outcome per test.
-fn run_case(bin: &Path, case: &Case) -> Vec<(String, Outcome)> {
+fn run_case(target: &Target, case: &Case) -> Vec<(String, Outcome)> {
     let name = format!("{} {}", case.sdk.name, case.scenario);
     let known = KNOWN_DEFECTS
         .iter()
@@ -261,9 +363,18 @@ fn run_case(bin: &Path, case: &Case) -> Vec<(String, Outcome)> {
         .map(|(_, _, defect)| *defect);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if case.scenario == "sdk-suite" {
-            return rust_suite(bin, &case.sdk);
+            if target.nats {
+                return vec![(
+                    name.clone(),
+                    Outcome::Failed("the Rust SDK's suite speaks HTTP only".into()),
+                )];
+            }
+            return rust_suite(&target.bin, &case.sdk);
         }
-        let mut run = Run::new(bin, &case.sdk, &case.scenario);
+        let mut run = match Run::new(target, &case.sdk, &case.scenario) {
+            Ok(run) => run,
+            Err(e) => return vec![(name.clone(), Outcome::Failed(e))],
+        };
         let result = match case.scenario.as_str() {
             "countdown" => countdown(&mut run),
             "fan-out" => fan_out(&mut run),
@@ -273,9 +384,12 @@ fn run_case(bin: &Path, case: &Case) -> Vec<(String, Outcome)> {
             "long-step" => long_step(&mut run),
             "worker-crash-in-step" => worker_crash_in_step(&mut run),
             "server-crash-in-step" => server_crash_in_step(&mut run),
+            "replica-crash" => replica_crash(&mut run),
+            "replica-crash-in-step" => replica_crash_in_step(&mut run),
             other => Err(format!(
-                "unknown scenario {other}; known: {}",
-                SCENARIOS.join(", ")
+                "unknown scenario {other}; known: {}, {}, sdk-suite",
+                SCENARIOS.join(", "),
+                REPLICA_SCENARIOS.join(", ")
             )),
         };
         vec![(name.clone(), run.finish(result))]
@@ -400,15 +514,16 @@ fn server_crash_in_step(run: &mut Run) -> Result<(), String> {
             == "acquired"
     })?;
     thread::sleep(Duration::from_millis(500));
-    run.server.kill9();
+    run.server.kill_all();
     thread::sleep(Duration::from_millis(500));
-    run.server.restart();
+    run.server.restart_all()?;
     let result = invocation.result(RESULT_TIMEOUT)?;
     expect_eq("result", &result, &json!("slow done"))?;
     run.steps_exactly_once(&["slow"])
 }
 
-/// SIGKILL the server while the workflow sleeps durably and restart it on the same store and port.
+/// SIGKILL the server (every replica) while the workflow sleeps durably and restart it on the
+/// same store (and port, over HTTP).
 fn server_crash(run: &mut Run) -> Result<(), String> {
     run.worker(5_000)?;
     let invocation = run.invoke(
@@ -417,12 +532,54 @@ fn server_crash(run: &mut Run) -> Result<(), String> {
         &json!([run.dir_arg(), 3, 3_000]),
     )?;
     run.wait_sleeping("server-crash-1", 1)?;
-    run.server.kill9();
+    run.server.kill_all();
     thread::sleep(Duration::from_millis(500));
-    run.server.restart();
+    run.server.restart_all()?;
     let result = invocation.result(RESULT_TIMEOUT)?;
     expect_eq("result", &result, &json!(["count-3", "count-2", "count-1"]))?;
     run.steps_exactly_once(&["count-3", "count-2", "count-1"])
+}
+
+/// Replicas only: SIGKILL one of them while the workflow sleeps durably and leave it down; the
+/// others fire the sleep's timeout, dispatch the task and answer every request.
+fn replica_crash(run: &mut Run) -> Result<(), String> {
+    if run.server.replicas() < 2 {
+        return Err(format!("{} runs one server process per case", run.target));
+    }
+    run.worker(5_000)?;
+    let invocation = run.invoke(
+        "replica-crash-1",
+        "countdown",
+        &json!([run.dir_arg(), 3, 2_000]),
+    )?;
+    run.wait_sleeping("replica-crash-1", 1)?;
+    run.server.kill_replica(0);
+    let result = invocation.result(RESULT_TIMEOUT)?;
+    expect_eq("result", &result, &json!(["count-3", "count-2", "count-1"]))?;
+    run.steps_exactly_once(&["count-3", "count-2", "count-1"])
+}
+
+/// Replicas only: SIGKILL one of them 0.5 s into a 3 s step (lease 5 s) and leave it down; the
+/// others take the heartbeats and the fulfil, and the step completes once.
+fn replica_crash_in_step(run: &mut Run) -> Result<(), String> {
+    if run.server.replicas() < 2 {
+        return Err(format!("{} runs one server process per case", run.target));
+    }
+    run.worker(5_000)?;
+    let invocation = run.invoke(
+        "replica-crash-2",
+        "long_step",
+        &json!([run.dir_arg(), 3_000]),
+    )?;
+    wait_until(RESULT_TIMEOUT, "replica-crash-2 to be acquired", || {
+        run.call("task.get", json!({ "id": "replica-crash-2" })).1["data"]["task"]["state"]
+            == "acquired"
+    })?;
+    thread::sleep(Duration::from_millis(500));
+    run.server.kill_replica(0);
+    let result = invocation.result(RESULT_TIMEOUT)?;
+    expect_eq("result", &result, &json!("slow done"))?;
+    run.steps_exactly_once(&["slow"])
 }
 
 /// A 6 s step under a 2 s lease finishes exactly once: heartbeats keep extending the lease.
@@ -509,7 +666,8 @@ fn failure_section(stdout: &str, test: &str) -> String {
 
 struct Run<'a> {
     sdk: &'a Sdk,
-    server: Server,
+    target: &'a str,
+    server: Backend,
     /// Where the workflows write `steps.log` and `promise-id`, and the processes their logs.
     dir: PathBuf,
     group: String,
@@ -535,27 +693,35 @@ struct Invocation {
 }
 
 impl<'a> Run<'a> {
-    fn new(bin: &Path, sdk: &'a Sdk, scenario: &str) -> Run<'a> {
-        let server = Server::start(bin, &[]);
-        let dir = server.dir.join("e2e");
-        fs::create_dir_all(&dir).expect("cannot create the case directory");
-        let group = format!(
-            "{}-{}-{}",
-            sdk.name.replace('.', "_"),
-            scenario,
-            server.addr.port()
-        );
-        Run {
+    fn new(target: &'a Target, sdk: &'a Sdk, scenario: &str) -> Result<Run<'a>, String> {
+        let (server, dir, tag) = if target.nats {
+            let service = NatsService::start(target)?;
+            let dir = service.root.join("e2e");
+            let tag = service.tag.clone();
+            (Backend::Nats(service), dir, tag)
+        } else {
+            let server = Server::start(&target.bin, &[]);
+            let dir = server.dir.join("e2e");
+            let port = server.addr.port().to_string();
+            (Backend::Http(server), dir, port)
+        };
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Lowercase and free of dots: over NATS the group is a token of the workers' subjects.
+        let group = format!("{}-{}-{}", sdk.name.replace('.', "_"), scenario, tag);
+        Ok(Run {
             sdk,
+            target: &target.name,
             server,
             dir,
             group,
             workers: vec![],
-        }
+        })
     }
 
+    /// What the programs get as URL: the server's `http://` address, or over NATS
+    /// `nats://host:port?serverTopic=..&workerTopic=..` (the connectors' api and worker prefixes).
     fn url(&self) -> String {
-        format!("http://{}", self.server.addr)
+        self.server.url()
     }
 
     fn dir_arg(&self) -> String {
@@ -637,14 +803,9 @@ impl<'a> Run<'a> {
         Ok(Invocation { proc, out })
     }
 
-    /// One protocol request to the server.
+    /// One protocol request to the server: its status and the whole response envelope.
     fn call(&self, kind: &str, data: Value) -> (u16, Value) {
-        resonate_tests::call(
-            &mut Client::with_timeout(self.server.addr, Duration::from_secs(5)),
-            kind,
-            data,
-            None,
-        )
+        self.server.call(kind, data)
     }
 
     /// The lines of `steps.log`.
@@ -685,8 +846,11 @@ impl<'a> Run<'a> {
         let keep = result.is_err() || env::var_os("RESONATE_E2E_KEEP").is_some_and(|v| v == "1");
         drop(self.workers); // before the server, so their logs end without reconnect noise
         let mut server = self.server;
-        server.kill9();
-        let _ = fs::write(self.dir.join("server.log"), server.log());
+        server.kill_all();
+        if let Backend::Http(server) = &server {
+            let _ = fs::write(self.dir.join("server.log"), server.log());
+        }
+        let kept = server.dir().display().to_string();
         let outcome = match result {
             Ok(()) => Outcome::Passed,
             Err(mut report) => {
@@ -705,12 +869,12 @@ impl<'a> Run<'a> {
                         report += &format!("\n  --- {} ---\n{}", log.display(), tail(&text, 12));
                     }
                 }
-                Outcome::Failed(report + &format!("\n  (kept {})", server.dir.display()))
+                Outcome::Failed(report + &format!("\n  (kept {kept})"))
             }
         };
         if keep {
             if matches!(outcome, Outcome::Passed) {
-                eprintln!("      kept {}", server.dir.display());
+                eprintln!("      kept {kept}");
             }
             std::mem::forget(server);
         }
@@ -804,6 +968,329 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The case's server: the harness's HTTP server, or this runner's NATS server processes
+// ---------------------------------------------------------------------------------------------
+
+enum Backend {
+    Http(Server),
+    Nats(NatsService),
+}
+
+impl Backend {
+    fn url(&self) -> String {
+        match self {
+            Backend::Http(server) => format!("http://{}", server.addr),
+            Backend::Nats(service) => format!(
+                "{}?serverTopic={}&workerTopic={}",
+                nats_url(),
+                service.api_prefix,
+                service.worker_topic
+            ),
+        }
+    }
+
+    /// The directory holding the store(s) and, under `e2e/`, the case's files.
+    fn dir(&self) -> &Path {
+        match self {
+            Backend::Http(server) => &server.dir,
+            Backend::Nats(service) => &service.root,
+        }
+    }
+
+    fn replicas(&self) -> usize {
+        match self {
+            Backend::Http(_) => 1,
+            Backend::Nats(service) => service.replicas.len(),
+        }
+    }
+
+    fn call(&self, kind: &str, data: Value) -> (u16, Value) {
+        match self {
+            Backend::Http(server) => resonate_tests::call(
+                &mut Client::with_timeout(server.addr, Duration::from_secs(5)),
+                kind,
+                data,
+                None,
+            ),
+            Backend::Nats(service) => service.call(kind, data),
+        }
+    }
+
+    /// SIGKILLs every server process.
+    fn kill_all(&mut self) {
+        match self {
+            Backend::Http(server) => server.kill9(),
+            Backend::Nats(service) => service.replicas.iter_mut().for_each(Replica::kill9),
+        }
+    }
+
+    /// Starts every server process again on its store (and port, over HTTP); waits until each
+    /// takes requests.
+    fn restart_all(&mut self) -> Result<(), String> {
+        match self {
+            Backend::Http(server) => {
+                server.restart();
+                Ok(())
+            }
+            Backend::Nats(service) => service.restart_all(),
+        }
+    }
+
+    /// SIGKILLs replica `n` and leaves it down.
+    fn kill_replica(&mut self, n: usize) {
+        match self {
+            Backend::Http(server) => server.kill9(),
+            Backend::Nats(service) => service.replicas[n].kill9(),
+        }
+    }
+}
+
+/// The NATS server every case shares: `$RESONATE_E2E_NATS_URL`, default nats://127.0.0.1:4222.
+fn nats_url() -> String {
+    env::var("RESONATE_E2E_NATS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+}
+
+/// `host:port` of a `nats://host:port` URL.
+fn nats_addr(url: &str) -> String {
+    let rest = url.strip_prefix("nats://").unwrap_or(url);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+}
+
+/// One case's server over NATS: its replicas (one, or two on one database), started by this
+/// runner because a NATS server has no HTTP listener the harness could wait on. Every case has
+/// its own api prefix, queue group and worker topic on the shared NATS server, so concurrent
+/// cases (and other runs) never see each other's requests or messages.
+struct NatsService {
+    /// `e2e<pid>x<n>`: names this case's subjects and queue group.
+    tag: String,
+    api_prefix: String,
+    worker_topic: String,
+    root: PathBuf,
+    replicas: Vec<Replica>,
+    /// Kept alive as long as the replicas run on it; dropped (the database with it) last.
+    _database: Option<Arc<Database>>,
+}
+
+/// One server process; restarted in the same directory with the same arguments.
+struct Replica {
+    bin: PathBuf,
+    args: Vec<String>,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    /// The line the server logs once it is subscribed and the NATS server confirmed it.
+    ready_line: String,
+    /// How often it was started: its log holds one ready line per start.
+    starts: usize,
+}
+
+impl NatsService {
+    fn start(target: &Target) -> Result<NatsService, String> {
+        static CASES: AtomicUsize = AtomicUsize::new(0);
+        let tag = format!(
+            "e2e{}x{}",
+            std::process::id(),
+            CASES.fetch_add(1, Ordering::Relaxed)
+        );
+        let root = env::temp_dir().join(format!("resonate-e2e-{tag}"));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("e2e"))
+            .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+        let database = Database::for_target(&target.name)?.map(Arc::new);
+        let api_prefix = format!("{tag}.requests");
+        let mut args = vec![
+            "--nats-url".to_string(),
+            nats_url(),
+            "--nats-api-prefix".into(),
+            api_prefix.clone(),
+            "--nats-queue-group".into(),
+            tag.clone(),
+            // One line per answered request: which replica answered what, for a failure's report.
+            "--level".into(),
+            "debug".into(),
+        ];
+        if let Some(db) = &database {
+            args.extend([db.flag().to_string(), db.url.clone()]);
+        }
+        let ready_line = format!("taking requests on {api_prefix}.> in queue group {tag} from ");
+        let replicas = (0..target.replicas)
+            .map(|n| Replica {
+                bin: target.bin.clone(),
+                args: args.clone(),
+                dir: root.join(format!("replica-{n}")),
+                log: root.join("e2e").join(format!("server-{n}.log")),
+                child: None,
+                ready_line: ready_line.clone(),
+                starts: 0,
+            })
+            .collect();
+        let mut service = NatsService {
+            worker_topic: format!("{tag}.recv"),
+            tag,
+            api_prefix,
+            root,
+            replicas,
+            _database: database,
+        };
+        service.restart_all()?;
+        Ok(service)
+    }
+
+    fn restart_all(&mut self) -> Result<(), String> {
+        self.replicas.iter_mut().try_for_each(Replica::launch)
+    }
+
+    /// One request, sent as the SDK connectors send it; a request nobody answers in time has
+    /// status 0.
+    fn call(&self, kind: &str, data: Value) -> (u16, Value) {
+        let request = json!({
+            "kind": kind,
+            "head": { "corrId": "e2e", "version": PROTOCOL_VERSION },
+            "data": data,
+        });
+        let subject = format!("{}.default", self.api_prefix);
+        match nats_request(
+            &nats_addr(&nats_url()),
+            &subject,
+            request.to_string().as_bytes(),
+        ) {
+            Ok(answer) => match serde_json::from_slice::<Value>(&answer) {
+                Ok(envelope) => {
+                    let status = envelope["head"]["status"].as_u64().unwrap_or(0);
+                    (status as u16, envelope)
+                }
+                Err(e) => (0, json!({ "error": format!("not JSON: {e}") })),
+            },
+            Err(e) => (0, json!({ "error": e })),
+        }
+    }
+}
+
+impl Drop for NatsService {
+    fn drop(&mut self) {
+        self.replicas.iter_mut().for_each(Replica::kill9);
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Replica {
+    /// Spawns the process (output appended to its log) and waits for its ready line.
+    fn launch(&mut self) -> Result<(), String> {
+        self.kill9();
+        fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("cannot open {}: {e}", self.log.display()))?;
+        let stderr = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+        let child = self.child.insert(child);
+        self.starts += 1;
+        let deadline = Instant::now() + NATS_READY_TIMEOUT;
+        loop {
+            let text = fs::read_to_string(&self.log).unwrap_or_default();
+            if text.matches(&self.ready_line).count() >= self.starts {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!(
+                    "server exited before it took requests ({status}):\n{}",
+                    tail(&text, 15)
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "server did not log {:?} within {NATS_READY_TIMEOUT:?}:\n{}",
+                    self.ready_line,
+                    tail(&text, 15)
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One request over NATS the way the SDK connectors send it: published to `subject` with a
+/// `Resonate-Reply-To` header naming a fresh inbox; returns the payload that arrives there.
+/// A connection of its own per request keeps this small: the NATS server is local.
+fn nats_request(addr: &str, subject: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+    static INBOXES: AtomicUsize = AtomicUsize::new(0);
+    let inbox = format!(
+        "_INBOX.e2e{}x{}",
+        std::process::id(),
+        INBOXES.fetch_add(1, Ordering::Relaxed)
+    );
+    let io = |e: std::io::Error| format!("NATS at {addr}: {e}");
+    let mut stream = TcpStream::connect(addr).map_err(io)?;
+    let deadline = Instant::now() + NATS_CALL_TIMEOUT;
+    stream
+        .set_read_timeout(Some(NATS_CALL_TIMEOUT))
+        .map_err(io)?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
+    let headers = format!("NATS/1.0\r\nResonate-Reply-To: {inbox}\r\n\r\n");
+    let mut out = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"lang\":\"resonate-e2e\",\"version\":\"0\"}}\r\nSUB {inbox} 1\r\nHPUB {subject} {} {}\r\n{headers}",
+        headers.len(),
+        headers.len() + body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out.extend_from_slice(b"\r\n");
+    stream.write_all(&out).map_err(io)?;
+    let mut line = String::new();
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!("no answer on {inbox} within {NATS_CALL_TIMEOUT:?}"));
+        }
+        line.clear();
+        if reader.read_line(&mut line).map_err(io)? == 0 {
+            return Err(format!("NATS at {addr} closed the connection"));
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let size = |word: Option<&&str>| word.and_then(|w| w.parse::<usize>().ok());
+        let (headers_len, total) = match words.first().copied() {
+            Some("PING") => {
+                stream.write_all(b"PONG\r\n").map_err(io)?;
+                continue;
+            }
+            Some("-ERR") => return Err(format!("NATS at {addr}: {}", line.trim())),
+            // MSG <subject> <sid> [reply] <bytes>
+            Some("MSG") => (0, size(words.last())),
+            // HMSG <subject> <sid> [reply] <header bytes> <total bytes>
+            Some("HMSG") => (
+                size(words.get(words.len().saturating_sub(2))).unwrap_or(0),
+                size(words.last()),
+            ),
+            _ => continue, // INFO, +OK, PONG
+        };
+        let total = total.ok_or_else(|| format!("NATS at {addr}: bad line {line:?}"))?;
+        let mut payload = vec![0; total + 2];
+        reader.read_exact(&mut payload).map_err(io)?;
+        payload.truncate(total);
+        return Ok(payload.split_off(headers_len.min(total)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Installing the SDKs into the cache
 // ---------------------------------------------------------------------------------------------
 
@@ -815,13 +1302,14 @@ struct Sdk {
 }
 
 impl Sdk {
-    fn setup(name: &str, cache: &Path) -> Result<Sdk, String> {
+    /// Installs the SDK (with its NATS connector for a NATS target) unless the cache has it.
+    fn setup(name: &str, cache: &Path, nats: bool) -> Result<Sdk, String> {
         let (language, version) = name
             .split_once('-')
             .ok_or("SDK names are <language>-<version>")?;
         let (program, suite) = match language {
-            "python" => (setup_python(cache, version)?, None),
-            "typescript" => (setup_typescript(cache, version)?, None),
+            "python" => (setup_python(cache, version, nats)?, None),
+            "typescript" => (setup_typescript(cache, version, nats)?, None),
             "rust" => {
                 let (program, suite) = setup_rust(cache, version)?;
                 (program, Some(suite))
@@ -917,17 +1405,29 @@ fn find_python() -> Result<PathBuf, String> {
         .ok_or_else(|| "no Python >= 3.12 found (set RESONATE_E2E_PYTHON)".into())
 }
 
-/// A venv with `resonate-sdk==version`; runs `tests/e2e/python/app.py`.
-fn setup_python(cache: &Path, version: &str) -> Result<Vec<String>, String> {
-    let venv = cache.join(format!("python-{version}"));
+/// A venv with `resonate-sdk==version` (and for NATS, in a venv of its own, the connector);
+/// runs `tests/e2e/python/app.py`.
+fn setup_python(cache: &Path, version: &str, nats: bool) -> Result<Vec<String>, String> {
+    let suffix = if nats { "-nats" } else { "" };
+    let venv = cache.join(format!("python-{version}{suffix}"));
     let marker = venv.join(".e2e-installed");
-    if !marker.exists() {
+    let mut packages = vec![format!("resonate-sdk=={version}")];
+    if nats {
+        packages.extend(PYTHON_NATS_PACKAGES.iter().map(|p| p.to_string()));
+    }
+    // The marker names what is installed (just the version, as before NATS, for the plain SDK).
+    let wanted = if nats {
+        packages.join(" ")
+    } else {
+        version.to_string()
+    };
+    if fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
         let _ = fs::remove_dir_all(&venv);
         sh(Command::new(find_python()?).args(["-m", "venv"]).arg(&venv))?;
         sh(Command::new(venv.join("bin/pip"))
             .args(["install", "-q", "--disable-pip-version-check"])
-            .arg(format!("resonate-sdk=={version}")))?;
-        fs::write(&marker, version).map_err(|e| e.to_string())?;
+            .args(&packages))?;
+        fs::write(&marker, &wanted).map_err(|e| e.to_string())?;
     }
     let app = repo_root().join("tests/e2e/python/app.py");
     Ok(vec![
@@ -936,11 +1436,23 @@ fn setup_python(cache: &Path, version: &str) -> Result<Vec<String>, String> {
     ])
 }
 
-/// An npm project with `@resonatehq/sdk@version`; runs a copy of `tests/e2e/typescript/app.mjs` there.
-fn setup_typescript(cache: &Path, version: &str) -> Result<Vec<String>, String> {
-    let project = cache.join(format!("typescript-{version}"));
+/// An npm project with `@resonatehq/sdk@version` (and for NATS, in a project of its own, the
+/// NATS client); runs a copy of `tests/e2e/typescript/app.mjs` there.
+fn setup_typescript(cache: &Path, version: &str, nats: bool) -> Result<Vec<String>, String> {
+    let suffix = if nats { "-nats" } else { "" };
+    let project = cache.join(format!("typescript-{version}{suffix}"));
     let marker = project.join(".e2e-installed");
-    if !marker.exists() {
+    let mut packages = vec![format!("@resonatehq/sdk@{version}")];
+    if nats {
+        packages.extend(TYPESCRIPT_NATS_PACKAGES.iter().map(|p| p.to_string()));
+    }
+    // The marker names what is installed (just the version, as before NATS, for the plain SDK).
+    let wanted = if nats {
+        packages.join(" ")
+    } else {
+        version.to_string()
+    };
+    if fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
         sync_file(
             &project.join("package.json"),
             b"{ \"private\": true, \"type\": \"module\" }\n",
@@ -953,9 +1465,9 @@ fn setup_typescript(cache: &Path, version: &str) -> Result<Vec<String>, String> 
                 "--save-exact",
                 "--loglevel=error",
             ])
-            .arg(format!("@resonatehq/sdk@{version}"))
+            .args(&packages)
             .current_dir(&project))?;
-        fs::write(&marker, version).map_err(|e| e.to_string())?;
+        fs::write(&marker, &wanted).map_err(|e| e.to_string())?;
     }
     let app = project.join("app.mjs");
     sync_file(
