@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod jwt;
 pub mod linearize;
 pub mod model;
+pub mod nats;
 pub mod server;
 pub mod traces;
 pub mod transitions;
