@@ -256,7 +256,7 @@ fn c11(s: &mut Session) -> Check {
 }
 
 fn c12(s: &mut Session) -> Check {
-    let plain = s.plain.ok_or("needs a second instance started without --debug")?;
+    let plain = s.plain.clone().ok_or("needs a second instance started without --debug")?;
     let mut p = Session::new(plain, None);
     for kind in ["debug.reset", "debug.snap", "debug.start", "debug.stop"] {
         let message = p.expect(kind, json!({}), 0, 403)?;

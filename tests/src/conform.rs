@@ -4,9 +4,9 @@
 //! A case is a function of a [`Session`]; it returns `Err` with the request, the expectation and
 //! the actual response when the server disagrees with the spec.
 
-use crate::client::Client;
+use crate::client::IO_TIMEOUT;
+use crate::transport::{Conn, Endpoint};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 
 /// A case's verdict: `Err` carries a readable account of the disagreement.
 pub type Check = Result<(), String>;
@@ -43,16 +43,16 @@ macro_rules! ensure {
 /// A connection to the server under test (started with `--debug`) and, for the cases that need
 /// one, to a second instance started without it.
 pub struct Session {
-    client: Client,
+    conn: Conn,
     /// The server under test.
-    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
     /// An instance started without `--debug` (checklist C12).
-    pub plain: Option<SocketAddr>,
+    pub plain: Option<Endpoint>,
 }
 
 impl Session {
-    pub fn new(addr: SocketAddr, plain: Option<SocketAddr>) -> Session {
-        Session { client: Client::new(addr), addr, plain }
+    pub fn new(endpoint: Endpoint, plain: Option<Endpoint>) -> Session {
+        Session { conn: endpoint.conn(IO_TIMEOUT), endpoint, plain }
     }
 
     /// A clean store and paused background loops: only the requests' clocks move time.
@@ -64,7 +64,7 @@ impl Session {
 
     /// Sends one request at `now` and returns the status and the whole response envelope.
     pub fn send(&mut self, kind: &str, data: Value, now: i64) -> (u16, Value) {
-        crate::call(&mut self.client, kind, data, Some(now))
+        crate::call(&mut self.conn, kind, data, Some(now))
     }
 
     /// Sends one request and requires `status`; returns the response's `data`.
@@ -89,11 +89,11 @@ impl Session {
 }
 
 /// Runs every case of a section against a fresh session each.
-pub fn run_cases(section: &str, addr: SocketAddr, plain: Option<SocketAddr>, cases: &[Case]) -> Vec<Outcome> {
+pub fn run_cases(section: &str, endpoint: &Endpoint, plain: Option<&Endpoint>, cases: &[Case]) -> Vec<Outcome> {
     cases
         .iter()
         .map(|case| {
-            let mut session = Session::new(addr, plain);
+            let mut session = Session::new(endpoint.clone(), plain.cloned());
             let failure = session.fresh().and_then(|()| (case.run)(&mut session)).err();
             Outcome { section: section.to_string(), case: case.name.clone(), failure }
         })

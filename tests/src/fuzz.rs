@@ -4,12 +4,12 @@
 //! prefix.
 //! `FUZZ_TRACE=<part of a kind>` prints the matching steps with the server's answers.
 
-use crate::client::Client;
+use crate::client::IO_TIMEOUT;
 use crate::model::{Model, TaskState};
+use crate::transport::{Conn, Endpoint};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How often the snaps are compared, by the size of the store: (fewer promises than this, every
@@ -77,10 +77,10 @@ pub struct Report {
     pub failure: Option<Failure>,
 }
 
-/// Runs `steps` seeded random steps in lockstep on the model and the server at `addr` (started with
-/// `--debug` and the same `--tasks-retry-timeout`), comparing every response and the snaps.
-pub fn run(addr: SocketAddr, seed: u64, steps: usize, retry_timeout: i64, server_url: &str) -> Report {
-    let mut rig = Rig { client: Client::new(addr), retry_timeout, server_url: server_url.to_string() };
+/// Runs `steps` seeded random steps in lockstep on the model and the server at `endpoint` (started
+/// with `--debug` and the same `--tasks-retry-timeout`), comparing every response and the snaps.
+pub fn run(endpoint: &Endpoint, seed: u64, steps: usize, retry_timeout: i64) -> Report {
+    let mut rig = Rig { conn: endpoint.conn(IO_TIMEOUT), retry_timeout, server_url: endpoint.server_url() };
     let mut model = rig.reset();
     let mut gen = Gen { rng: Rng(seed), now: START, serial: 0 };
     let mut report = Report { seed, steps: 0, pairs: BTreeMap::new(), rules: BTreeMap::new(), failure: None };
@@ -163,7 +163,7 @@ fn show(v: Option<&Value>) -> String {
 
 /// The server end of a run.
 struct Rig {
-    client: Client,
+    conn: Conn,
     retry_timeout: i64,
     server_url: String,
 }
@@ -171,7 +171,7 @@ struct Rig {
 impl Rig {
     /// Sends a step; returns the status and `data`. Checks the envelope's echo.
     fn send(&mut self, step: &Step) -> (u16, Value) {
-        let (status, envelope) = crate::call(&mut self.client, &step.kind, step.data.clone(), Some(step.now));
+        let (status, envelope) = crate::call(&mut self.conn, &step.kind, step.data.clone(), Some(step.now));
         let head = json!({ "corrId": "c", "status": status, "version": VERSION });
         if envelope["head"] != head || envelope["kind"] != json!(step.kind) {
             return (0, json!(format!("bad envelope for HTTP status {status}: {envelope}")));

@@ -1,6 +1,6 @@
-//! Support for black-box tests of generated Resonate servers: a small blocking HTTP
-//! client ([`client`]), building and running server binaries ([`server`]), and [`call`]
-//! for one protocol request.
+//! Support for black-box tests of generated Resonate servers: small blocking HTTP and NATS
+//! clients ([`client`], [`nats`]) behind one interface ([`transport`]), building and running
+//! server binaries ([`server`]), and [`call`] for one protocol request over either transport.
 
 pub mod badinput;
 pub mod checklist;
@@ -14,24 +14,25 @@ pub mod nats;
 pub mod server;
 pub mod traces;
 pub mod transitions;
+pub mod transport;
 
-use client::Client;
+use transport::Rpc;
 use serde_json::{json, Value};
 
 /// The protocol version every request carries.
 const PROTOCOL_VERSION: &str = "2026-04-01";
 
 /// Sends one protocol request, `{"kind", "head": {"corrId": "c", "version", ["resonate:debug_time": now]}, "data"}`,
-/// as `POST /` and returns the HTTP status and the parsed JSON response. Panics if the
-/// request fails or the response is not JSON.
-pub fn call(client: &mut Client, kind: &str, data: Value, now: Option<i64>) -> (u16, Value) {
+/// over `conn` (as `POST /` for an HTTP [`client::Client`]) and returns the status and the
+/// parsed JSON response. Panics if the request fails or the response is not JSON.
+pub fn call(conn: &mut impl Rpc, kind: &str, data: Value, now: Option<i64>) -> (u16, Value) {
     let mut head = json!({ "corrId": "c", "version": PROTOCOL_VERSION });
     if let Some(now) = now {
         head["resonate:debug_time"] = json!(now);
     }
     let request = json!({ "kind": kind, "head": head, "data": data });
-    let response = client
-        .post("/", request.to_string().as_bytes())
+    let response = conn
+        .rpc(request.to_string().as_bytes())
         .unwrap_or_else(|e| panic!("{kind} request failed: {e}"));
     (response.status, response.json())
 }

@@ -6,12 +6,12 @@
 //! object, [`partition`] splits a history by origin (PROTOCOL.md §6), and [`record`] produces
 //! histories from concurrent clients of a live server.
 
-use crate::client::Client;
+use crate::client::IO_TIMEOUT;
 use crate::model::Model;
+use crate::transport::{Conn, Endpoint};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -385,7 +385,7 @@ struct Recorder {
 pub struct Session<'a> {
     /// The client's number, 0-based.
     pub id: usize,
-    client: Client,
+    conn: Conn,
     recorder: &'a Recorder,
     seed: u64,
 }
@@ -411,7 +411,7 @@ impl Session<'_> {
         let now = self.recorder.clock.fetch_add(step, Ordering::SeqCst) + step;
         let data = data(now);
         let call = self.recorder.start.elapsed().as_nanos() as u64;
-        let (status, envelope) = crate::call(&mut self.client, kind, data.clone(), Some(now));
+        let (status, envelope) = crate::call(&mut self.conn, kind, data.clone(), Some(now));
         let ret = self.recorder.start.elapsed().as_nanos() as u64;
         let result = outcome(kind, status, envelope["data"].clone());
         let op = ProtocolOp {
@@ -436,9 +436,9 @@ impl Session<'_> {
 }
 
 /// Runs `work` on `clients` threads at once, each with its own [`Session`] on the server at
-/// `addr`, the shared clock starting at `now`; returns the history ordered by call instant.
+/// `endpoint`, the shared clock starting at `now`; returns the history ordered by call instant.
 pub fn record(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     clients: usize,
     now: i64,
     work: impl Fn(&mut Session) + Sync,
@@ -456,7 +456,7 @@ pub fn record(
                     0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
                 work(&mut Session {
                     id,
-                    client: Client::new(addr),
+                    conn: endpoint.conn(IO_TIMEOUT),
                     recorder,
                     seed,
                 })

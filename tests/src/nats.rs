@@ -9,10 +9,12 @@ use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The NATS server every suite shares (see the README).
+pub const LOCAL: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4222));
 /// How long connecting, the handshake and every write may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -318,16 +320,15 @@ fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, message.into())
 }
 
-/// Against the NATS server on 127.0.0.1:4222 (the suites' own; see the README).
+/// Against the [`LOCAL`] NATS server.
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const LOCAL: ([u8; 4], u16) = ([127, 0, 0, 1], 4222);
     const WAIT: Duration = Duration::from_secs(5);
 
     fn connect() -> Nats {
-        Nats::connect(LOCAL.into()).expect("a NATS server on 127.0.0.1:4222")
+        Nats::connect(LOCAL).expect("a NATS server on 127.0.0.1:4222")
     }
 
     #[test]

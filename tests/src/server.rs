@@ -1,6 +1,8 @@
 //! Building generated servers and running them as real processes.
 
-use crate::client::Client;
+use crate::client::{Client, IO_TIMEOUT};
+use crate::transport::{Conn, Endpoint, NatsEndpoint, Rpc};
+use serde_json::json;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use std::{env, thread};
 
-/// How long a starting server has to answer `GET /health` with 200.
+/// How long a starting server has to answer `GET /health` with 200 (or a request over NATS).
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a starting server is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -39,6 +41,16 @@ fn target_dir() -> PathBuf {
 /// The target the server suites run against: `RESONATE_TARGET`, by default `sqlite-http`.
 pub fn target() -> String {
     env::var("RESONATE_TARGET").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "sqlite-http".to_string())
+}
+
+/// Whether `target` speaks NATS (`transport: nats` in targets/<target>.yaml); a binary that is
+/// no target's, such as a mutant, speaks HTTP.
+pub fn speaks_nats(target: &str) -> bool {
+    let path = repo_root().join("targets").join(format!("{target}.yaml"));
+    let Ok(text) = fs::read_to_string(&path) else { return false };
+    let manifest: serde_yaml::Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    manifest["transport"].as_str() == Some("nats")
 }
 
 /// Where test databases are created: `RESONATE_POSTGRES_ADMIN_URL`, by default the local
@@ -203,8 +215,10 @@ pub fn build(target: &str) -> PathBuf {
 /// A running server process with its own working directory.
 #[derive(Debug)]
 pub struct Server {
-    /// Where the server listens.
+    /// Where the server listens for HTTP; for a NATS target, the NATS server (see [`Server::endpoint`]).
     pub addr: SocketAddr,
+    /// How the suites reach it, over either transport.
+    endpoint: Endpoint,
     /// The server's working directory, holding its store and `server.log`.
     pub dir: PathBuf,
     child: Option<Child>,
@@ -222,7 +236,9 @@ impl Server {
     /// temporary directory, its output appended to `server.log` there, and waits until
     /// `GET /health` answers 200. Panics with the log if it exits or is not ready in 15 s.
     /// A PostgreSQL or MySQL target (`resonate-postgres-*`, `resonate-mysql-*`) gets a fresh
-    /// database of its own.
+    /// database of its own. A NATS target ([`speaks_nats`]) gets `--nats-url`,
+    /// `--nats-api-prefix` and `--nats-queue-group` for subjects of its own on the local NATS
+    /// server instead of the HTTP flags, and is ready once it answers a request over NATS.
     pub fn start(bin: &Path, args: &[&str]) -> Server {
         let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let target = name.strip_prefix("resonate-").unwrap_or(&name);
@@ -230,21 +246,43 @@ impl Server {
         Server::start_on(bin, args, database)
     }
 
-    /// Starts another process of this server's binary on the same database: a replica.
+    /// Starts another process of this server's binary on the same database (and, over NATS,
+    /// the same subjects and queue group): a replica. Over NATS it counts as ready once either
+    /// answers, as the queue group hides which one did.
     pub fn replica(&self, args: &[&str]) -> Server {
-        Server::start_on(&self.bin, args, self.database.clone())
+        let endpoint = match &self.endpoint {
+            Endpoint::Http(_) => Endpoint::Http(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))),
+            Endpoint::Nats(_) => self.endpoint.clone(),
+        };
+        Server::start_with(&self.bin, args, self.database.clone(), endpoint)
     }
 
     /// Starts `bin` like [`Server::start`], on `database` when given.
     pub fn start_on(bin: &Path, args: &[&str], database: Option<Arc<Database>>) -> Server {
+        let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let endpoint = if speaks_nats(name.strip_prefix("resonate-").unwrap_or(&name)) {
+            Endpoint::Nats(NatsEndpoint::fresh())
+        } else {
+            Endpoint::Http(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())))
+        };
+        Server::start_with(bin, args, database, endpoint)
+    }
+
+    /// Starts `bin args..` to be reached at `endpoint`.
+    fn start_with(bin: &Path, args: &[&str], database: Option<Arc<Database>>, endpoint: Endpoint) -> Server {
         let dir = fresh_dir();
         let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         if let Some(db) = &database {
             args.extend([db.flag().to_string(), db.url.clone()]);
         }
+        let addr = match &endpoint {
+            Endpoint::Http(addr) => *addr,
+            Endpoint::Nats(at) => at.nats,
+        };
         let mut server = Server {
             database,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
+            addr,
+            endpoint,
             log: dir.join("server.log"),
             dir,
             child: None,
@@ -267,12 +305,24 @@ impl Server {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.endpoint.killed();
         }
     }
 
-    /// A new client for this server.
+    /// A new HTTP client for this server; panics for a NATS target (use [`Server::conn`]).
     pub fn client(&self) -> Client {
+        assert!(matches!(self.endpoint, Endpoint::Http(_)), "{} has no HTTP listener: use Server::conn", self.bin.display());
         Client::new(self.addr)
+    }
+
+    /// A new connection to this server over its transport, with 30 s timeouts.
+    pub fn conn(&self) -> Conn {
+        self.endpoint.conn(IO_TIMEOUT)
+    }
+
+    /// How to reach this server over its transport, e.g. from another thread.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
     }
 
     /// Everything the server has written to stdout and stderr so far, across restarts.
@@ -282,12 +332,14 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// Waits briefly for the port to be free, spawns the server and waits until it is
-    /// ready. Panics with the log on failure.
+    /// Waits briefly for an HTTP server's port to be free, spawns the server and waits until
+    /// it is ready. Panics with the log on failure.
     fn launch(&mut self) {
-        let deadline = Instant::now() + PORT_WAIT;
-        while TcpListener::bind(self.addr).is_err() && Instant::now() < deadline {
-            thread::sleep(POLL_INTERVAL);
+        if let Endpoint::Http(addr) = self.endpoint {
+            let deadline = Instant::now() + PORT_WAIT;
+            while TcpListener::bind(addr).is_err() && Instant::now() < deadline {
+                thread::sleep(POLL_INTERVAL);
+            }
         }
         if let Err(why) = self.spawn_and_wait() {
             self.kill9();
@@ -302,16 +354,18 @@ impl Server {
         }
     }
 
-    /// Spawns the process once and polls `GET /health` until it answers 200.
+    /// Spawns the process once and polls it until it is ready: `GET /health` answers 200, or a
+    /// request over NATS is answered.
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         let log = open_log(&self.log).map_err(|e| format!("has no log: {e}"))?;
         let stderr = log.try_clone().map_err(|e| format!("has no log: {e}"))?;
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            .arg("--server-port")
-            .arg(self.addr.port().to_string())
-            .arg("--server-bind")
-            .arg("127.0.0.1")
+        let mut command = Command::new(&self.bin);
+        command.args(&self.args);
+        match &self.endpoint {
+            Endpoint::Http(addr) => command.args(["--server-port", &addr.port().to_string(), "--server-bind", "127.0.0.1"]),
+            Endpoint::Nats(at) => command.args(at.flags()),
+        };
+        let child = command
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log)
@@ -325,14 +379,14 @@ impl Server {
                 self.child = None;
                 return Err(format!("exited before it was ready: {status}"));
             }
-            let mut client = Client::with_timeout(self.addr, Duration::from_secs(1));
-            if client.get("/health").is_ok_and(|r| r.status == 200) {
+            if ready(&self.endpoint) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "did not answer GET /health with 200 within {READY_TIMEOUT:?}"
-                ));
+                return Err(match self.endpoint {
+                    Endpoint::Http(_) => format!("did not answer GET /health with 200 within {READY_TIMEOUT:?}"),
+                    Endpoint::Nats(_) => format!("did not answer a request over NATS within {READY_TIMEOUT:?}"),
+                });
             }
             thread::sleep(POLL_INTERVAL);
         }
@@ -358,6 +412,19 @@ impl Drop for Server {
                 self.log.display(),
                 tail.join("\n")
             );
+        }
+    }
+}
+
+/// Whether the server at `endpoint` is ready: `GET /health` answers 200, or a `promise.get`
+/// published over NATS is answered at all.
+fn ready(endpoint: &Endpoint) -> bool {
+    let timeout = Duration::from_secs(1);
+    match endpoint {
+        Endpoint::Http(addr) => Client::with_timeout(*addr, timeout).get("/health").is_ok_and(|r| r.status == 200),
+        Endpoint::Nats(_) => {
+            let probe = json!({ "kind": "promise.get", "head": { "corrId": "ready", "version": crate::PROTOCOL_VERSION }, "data": { "id": "ready" } });
+            endpoint.conn(timeout).rpc(probe.to_string().as_bytes()).is_ok()
         }
     }
 }

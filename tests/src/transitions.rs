@@ -277,7 +277,7 @@ fn kind_case(kind: String) -> Case {
         let variants = variants(&kind);
         ensure!(!variants.is_empty(), "no request variants for {kind}: add them to transitions.rs");
         let mut reached = BTreeSet::new();
-        let server_url = format!("http://localhost:{}", s.addr.port());
+        let server_url = s.endpoint.server_url();
         for (state, setup) in states() {
             for data in &variants {
                 s.fresh()?;

@@ -30,7 +30,7 @@ const LONG: i64 = 1_000_000;
 /// A `--debug` sqlite-http server, paused.
 fn start() -> Server {
     let server = Server::start(&build(&target()), &["--debug"]);
-    let (status, _) = call(&mut server.client(), "debug.start", json!({}), Some(START));
+    let (status, _) = call(&mut server.conn(), "debug.start", json!({}), Some(START));
     assert_eq!(status, 200, "debug.start");
     server
 }
@@ -39,10 +39,7 @@ fn start() -> Server {
 fn verify(server: &Server, name: &str, history: &History, started: Instant) {
     assert_exclusive_acquisitions(history);
     assert_no_stale_fence(history);
-    let model = Model::new(
-        RETRY_TIMEOUT,
-        &format!("http://localhost:{}", server.addr.port()),
-    );
+    let model = Model::new(RETRY_TIMEOUT, &server.endpoint().server_url());
     if let Err(why) = check_history(&model, history) {
         panic!("{name}: {why}");
     }
@@ -199,7 +196,7 @@ fn tick(s: &mut Session) {
 fn a_mixed_workload_is_linearizable() {
     const ROUNDS: usize = 30;
     let (started, server) = (Instant::now(), start());
-    let history = record(server.addr, CLIENTS, START, |s| {
+    let history = record(&server.endpoint(), CLIENTS, START, |s| {
         for _ in 0..ROUNDS {
             let root = format!("m{}.r{}", s.random(4), s.random(4));
             let child = format!("{root}.c{}", s.random(3));
@@ -288,7 +285,7 @@ fn racing_acquires_have_exactly_one_winner() {
     const RACES: usize = 6;
     let (started, server) = (Instant::now(), start());
     let barrier = Gate::new(RACERS);
-    let history = record(server.addr, RACERS, START, |s| {
+    let history = record(&server.endpoint(), RACERS, START, |s| {
         for race in 0..RACES {
             let id = format!("race{race}");
             if s.id == 0 {
@@ -339,7 +336,7 @@ fn fences_racing_the_end_of_a_lease_are_linearizable() {
     let (started, server) = (Instant::now(), start());
     let barrier = Gate::new(CLIENTS);
     let taken = AtomicBool::new(false);
-    let history = record(server.addr, CLIENTS, START, |s| {
+    let history = record(&server.endpoint(), CLIENTS, START, |s| {
         for round in 0..ROUNDS {
             let id = format!("fence{round}");
             if s.id == 0 {
@@ -413,7 +410,7 @@ fn settles_racing_a_timeout_are_linearizable() {
     const TRIES: u64 = 6;
     let (started, server) = (Instant::now(), start());
     let barrier = Gate::new(CLIENTS);
-    let history = record(server.addr, CLIENTS, START, |s| {
+    let history = record(&server.endpoint(), CLIENTS, START, |s| {
         for round in 0..ROUNDS {
             let id = format!("timeout{round}");
             if s.id == 0 {

@@ -10,7 +10,8 @@
 //! - a task is fulfilled exactly when its promise is settled (coupled settlement); versions
 //!   only ever step by one;
 //! - background work resumes: promise timeouts that fell due while the server was down fire
-//!   (their listeners are told), pending tasks are dispatched again to a worker's SSE stream, and
+//!   (their listeners are told), pending tasks are dispatched again to a worker (its SSE stream,
+//!   or over NATS its subjects), and
 //!   a schedule catches up on its occurrences through kills, including one during a `debug.tick`,
 //!   creating each occurrence's promise once and missing none.
 //!
@@ -19,11 +20,10 @@
 //! another server binary of the target's store.
 
 use resonate_tests::badinput::Rng;
-use resonate_tests::client::{Client, Sse};
 use resonate_tests::server::{build, target, Server};
+use resonate_tests::transport::{Endpoint, Rpc};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -38,8 +38,8 @@ const CLIENTS: usize = 3;
 const BACK_WITHIN: Duration = Duration::from_secs(30);
 /// The lease of every acquire: longer than the test, shorter than the schedule's distance.
 const TTL: i64 = 600_000;
-/// Where load tasks are dispatched; no worker listens there.
-const LOAD_TARGET: &str = "poll://any@crash-load";
+/// Where load tasks are dispatched (any worker of this group); no worker listens there.
+const LOAD_GROUP: &str = "crash-load";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -50,24 +50,24 @@ fn wall() -> i64 {
 }
 
 /// One request on a fresh connection (never retried, so a request is sent at most once);
-/// `Err` when no answer came (refused, reset, closed).
-fn send(addr: SocketAddr, kind: &str, data: &Value, now: Option<i64>) -> Result<(u16, Value), String> {
+/// `Err` when no answer came (refused, reset, closed; over NATS: no subscriber, or the server
+/// was killed while it waited).
+fn send(endpoint: &Endpoint, kind: &str, data: &Value, now: Option<i64>) -> Result<(u16, Value), String> {
     let mut head = json!({ "corrId": "c", "version": VERSION });
     if let Some(now) = now {
         head["resonate:debug_time"] = json!(now);
     }
     let body = json!({ "kind": kind, "head": head, "data": data }).to_string();
-    let mut client = Client::with_timeout(addr, Duration::from_secs(10));
-    let r = client.post("/", body.as_bytes()).map_err(|e| e.to_string())?;
+    let r = endpoint.conn(Duration::from_secs(10)).rpc(body.as_bytes()).map_err(|e| e.to_string())?;
     let env: Value = serde_json::from_slice(&r.body).map_err(|e| format!("{kind}: answer is not JSON: {e}"))?;
     Ok((r.status, env["data"].clone()))
 }
 
 /// Sends until an answer comes (the server may be restarting); panics after BACK_WITHIN.
-fn send_until_answered(addr: SocketAddr, kind: &str, data: &Value, now: Option<i64>) -> (u16, Value) {
+fn send_until_answered(endpoint: &Endpoint, kind: &str, data: &Value, now: Option<i64>) -> (u16, Value) {
     let deadline = Instant::now() + BACK_WITHIN;
     loop {
-        match send(addr, kind, data, now) {
+        match send(endpoint, kind, data, now) {
             Ok(answer) => return answer,
             Err(e) if Instant::now() > deadline => panic!("{kind} {data}: no answer within {BACK_WITHIN:?}: {e}"),
             Err(_) => thread::sleep(Duration::from_millis(20)),
@@ -87,11 +87,11 @@ struct Rec {
 
 impl Rec {
     /// Reads what the store holds for `id` (promise, and task if `targeted`).
-    fn read(addr: SocketAddr, id: &str, targeted: bool) -> Rec {
-        let (status, p) = send_until_answered(addr, "promise.get", &json!({ "id": id }), None);
+    fn read(endpoint: &Endpoint, id: &str, targeted: bool) -> Rec {
+        let (status, p) = send_until_answered(endpoint, "promise.get", &json!({ "id": id }), None);
         assert_eq!(status, 200, "promise.get {id}: {p}");
         let task = targeted.then(|| {
-            let (status, t) = send_until_answered(addr, "task.get", &json!({ "id": id }), None);
+            let (status, t) = send_until_answered(endpoint, "task.get", &json!({ "id": id }), None);
             assert_eq!(status, 200, "task.get {id}: {t}");
             (t["task"]["state"].as_str().unwrap().to_string(), t["task"]["version"].as_i64().unwrap())
         });
@@ -107,7 +107,9 @@ impl Rec {
 
 /// One load client: its own ids, so it knows exactly what each should hold.
 struct Load {
-    addr: SocketAddr,
+    endpoint: Endpoint,
+    /// The address of the load's tasks.
+    target: String,
     me: usize,
     rng: Rng,
     n: usize,
@@ -127,7 +129,7 @@ impl Load {
     fn step(&mut self, id: &str, kind: &str, data: Value, after: Rec) {
         let before = self.model.get(id).cloned();
         let targeted = after.task.is_some();
-        match send(self.addr, kind, &data, None) {
+        match send(&self.endpoint, kind, &data, None) {
             Ok((status, answer)) if (200..300).contains(&status) => {
                 self.acked += 1;
                 if kind == "task.acquire" {
@@ -147,12 +149,12 @@ impl Load {
                 }
                 let seen = if before.is_none() {
                     // A create in flight: absent (404) or created.
-                    match send_until_answered(self.addr, "promise.get", &json!({ "id": id }), None) {
+                    match send_until_answered(&self.endpoint, "promise.get", &json!({ "id": id }), None) {
                         (404, _) => None,
-                        _ => Some(Rec::read(self.addr, id, targeted)),
+                        _ => Some(Rec::read(&self.endpoint, id, targeted)),
                     }
                 } else {
-                    Some(Rec::read(self.addr, id, targeted))
+                    Some(Rec::read(&self.endpoint, id, targeted))
                 };
                 if seen == before {
                     if let Some(b) = before {
@@ -199,7 +201,7 @@ impl Load {
             }
             45..=64 => {
                 let id = format!("w{}.{n}", self.me);
-                let data = json!({ "id": id, "timeoutAt": FAR, "tags": { "resonate:target": LOAD_TARGET } });
+                let data = json!({ "id": id, "timeoutAt": FAR, "tags": { "resonate:target": self.target } });
                 let after = Rec { state: "pending".into(), value: None, task: Some(("pending".into(), 0)) };
                 self.step(&id, "promise.create", data, after);
             }
@@ -267,7 +269,7 @@ fn acknowledged_requests_survive_sigkill_and_background_work_resumes() {
     // before it commits, to see the suite catch it.
     let bin = std::env::var_os("RESONATE_CRASH_BIN").map(std::path::PathBuf::from).unwrap_or_else(|| build(&target()));
     let mut server = Server::start(&bin, &args);
-    let addr = server.addr;
+    let endpoint = server.endpoint();
     let mut rng = Rng(seed);
 
     // --- The load, with kills at random moments. ---
@@ -276,8 +278,9 @@ fn acknowledged_requests_survive_sigkill_and_background_work_resumes() {
         .map(|me| {
             let stop = stop.clone();
             let rng = Rng(seed ^ (me as u64 + 1).wrapping_mul(0x9E37_79B9));
+            let (endpoint, target) = (endpoint.clone(), endpoint.worker_address(LOAD_GROUP, None));
             thread::spawn(move || {
-                let mut load = Load { addr, me, rng, n: 0, model: BTreeMap::new(), acked: 0, in_flight_at_kill: 0, refused: 0, failures: Vec::new() };
+                let mut load = Load { endpoint, target, me, rng, n: 0, model: BTreeMap::new(), acked: 0, in_flight_at_kill: 0, refused: 0, failures: Vec::new() };
                 while !stop.load(Ordering::Relaxed) && load.failures.len() < 10 {
                     load.one();
                 }
@@ -307,40 +310,39 @@ fn acknowledged_requests_survive_sigkill_and_background_work_resumes() {
     // A last kill and a restart, then the whole store against the models.
     server.restart();
     let models: Vec<BTreeMap<String, Rec>> = loads.into_iter().map(|l| l.model).collect();
-    let (status, snap) = send_until_answered(addr, "debug.snap", &json!({}), None);
+    let (status, snap) = send_until_answered(&endpoint, "debug.snap", &json!({}), None);
     assert_eq!(status, 200, "{snap}");
     failures.extend(verify(&snap, &models));
     assert!(failures.is_empty(), "seed {seed}: {} failures:\n{}", failures.len(), failures.join("\n"));
 
     // --- Background work resumes after a kill. ---
     // Timeouts that fall due while the server is down, each with a listener, and pending tasks
-    // whose execute no worker took.
-    let group = "crash-final";
-    let address = format!("poll://any@{group}");
+    // whose execute no worker took. The group is this process's own: NATS subjects are shared.
+    let group = format!("crash-final-{}", std::process::id());
+    let address = endpoint.worker_address(&group, None);
     // Due after the creates below even on a slow machine (a promise born past its deadline is
     // settled at birth and takes no listener), and before the restart.
     let due = wall() + 1_500;
     for i in 0..5 {
         let t = format!("timed.{i}");
-        let (s, a) = send_until_answered(addr, "promise.create", &json!({ "id": t, "timeoutAt": due, "tags": { "resonate:external": "true" } }), None);
+        let (s, a) = send_until_answered(&endpoint, "promise.create", &json!({ "id": t, "timeoutAt": due, "tags": { "resonate:external": "true" } }), None);
         assert_eq!(s, 200, "{a}");
-        let (s, a) = send_until_answered(addr, "promise.register_listener", &json!({ "awaited": t, "address": address }), None);
+        let (s, a) = send_until_answered(&endpoint, "promise.register_listener", &json!({ "awaited": t, "address": address }), None);
         assert_eq!((s, &a["promise"]["state"]), (200, &json!("pending")), "the listener must be registered before the deadline: {a}");
         let r = format!("redo.{i}");
-        let (s, a) = send_until_answered(addr, "promise.create", &json!({ "id": r, "timeoutAt": FAR, "tags": { "resonate:target": address } }), None);
+        let (s, a) = send_until_answered(&endpoint, "promise.create", &json!({ "id": r, "timeoutAt": FAR, "tags": { "resonate:target": address } }), None);
         assert_eq!(s, 200, "{a}");
     }
     server.kill9();
     thread::sleep(Duration::from_millis((due - wall()).max(0) as u64 + 100));
     server.restart();
-    let (response, sse) = Sse::open(addr, &format!("/poll/{group}/w1")).expect("the worker's stream opens");
-    let mut sse = sse.unwrap_or_else(|| panic!("GET /poll answered {}", response.status));
+    let mut worker = endpoint.worker(&group, "w1").unwrap_or_else(|e| panic!("the worker cannot listen: {e}"));
     let mut executes = BTreeSet::new();
     let mut unblocks = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while (executes.len() < 5 || unblocks.len() < 5) && Instant::now() < deadline {
-        let Some(data) = sse.next_data(Duration::from_millis(500)).expect("the stream stays open") else { continue };
-        let m: Value = serde_json::from_str(&data).expect("an SSE message is JSON");
+        let Some(data) = worker.next_message(Duration::from_millis(500)).expect("the worker stays connected") else { continue };
+        let m: Value = serde_json::from_str(&data).expect("a message is JSON");
         match m["kind"].as_str() {
             Some("execute") => {
                 executes.insert(m["data"]["task"]["id"].as_str().unwrap_or_default().to_string());
@@ -356,7 +358,7 @@ fn acknowledged_requests_survive_sigkill_and_background_work_resumes() {
     let want = |prefix: &str| (0..5).map(|i| format!("{prefix}.{i}")).collect::<BTreeSet<_>>();
     assert_eq!(executes, want("redo"), "every pending task is dispatched again after the restart");
     assert_eq!(unblocks, want("timed"), "every timeout that fell due while the server was down fires, and its listener is told");
-    drop(sse);
+    drop(worker);
 
     // --- A schedule catches up through kills, once per occurrence. ---
     // Its first occurrence lies an hour ahead, where the background loop's wall clock does not
@@ -364,25 +366,28 @@ fn acknowledged_requests_survive_sigkill_and_background_work_resumes() {
     const MINUTE: i64 = 60_000;
     let base = (wall() / MINUTE + 60) * MINUTE;
     let schedule = json!({ "id": "crash-s", "cron": "* * * * *", "promiseId": "crash-s.{{.timestamp}}", "promiseTimeout": 1000 });
-    let (s, a) = send_until_answered(addr, "schedule.create", &schedule, Some(base));
+    let (s, a) = send_until_answered(&endpoint, "schedule.create", &schedule, Some(base));
     assert_eq!(s, 200, "{a}");
-    let tick = move |time: i64| send(addr, "debug.tick", &json!({ "time": time }), Some(time));
-    assert_eq!(tick(base + 5 * MINUTE).map(|a| a.0), Ok(200));
+    let tick = move |endpoint: &Endpoint, time: i64| send(endpoint, "debug.tick", &json!({ "time": time }), Some(time));
+    assert_eq!(tick(&endpoint, base + 5 * MINUTE).map(|a| a.0), Ok(200));
     server.restart();
     // A kill while a tick that creates occurrences is running.
-    let ticking = thread::spawn(move || tick(base + 9 * MINUTE));
+    let ticking = thread::spawn({
+        let endpoint = endpoint.clone();
+        move || tick(&endpoint, base + 9 * MINUTE)
+    });
     thread::sleep(Duration::from_millis(rng.below(30) as u64));
     server.kill9();
     let _ = ticking.join();
     server.restart();
-    assert_eq!(send_until_answered(addr, "debug.tick", &json!({ "time": base + 12 * MINUTE }), Some(base + 12 * MINUTE)).0, 200);
+    assert_eq!(send_until_answered(&endpoint, "debug.tick", &json!({ "time": base + 12 * MINUTE }), Some(base + 12 * MINUTE)).0, 200);
     server.restart();
-    let (s, page) = send_until_answered(addr, "promise.search", &json!({ "tags": { "resonate:schedule": "crash-s" }, "limit": 1000 }), None);
+    let (s, page) = send_until_answered(&endpoint, "promise.search", &json!({ "tags": { "resonate:schedule": "crash-s" }, "limit": 1000 }), None);
     assert_eq!(s, 200, "{page}");
     let ids: Vec<&str> = page["promises"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
     let expected: Vec<String> = (1..=12).map(|m| format!("crash-s.{}", base + m * MINUTE)).collect();
     assert_eq!(ids, expected, "each occurrence's promise exactly once, none missing");
-    let (_, s) = send_until_answered(addr, "schedule.get", &json!({ "id": "crash-s" }), None);
+    let (_, s) = send_until_answered(&endpoint, "schedule.get", &json!({ "id": "crash-s" }), None);
     assert_eq!(s["schedule"]["nextRunAt"], json!(base + 13 * MINUTE), "{s}");
 
     let log = server.log();

@@ -21,14 +21,13 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
 fn model_and_server_agree() {
     let bin = env::<std::path::PathBuf>("FUZZ_BIN").unwrap_or_else(|| build(&target()));
     let server = Server::start(&bin, &["--debug", "--tasks-retry-timeout", &RETRY_TIMEOUT.to_string()]);
-    let url = format!("http://localhost:{}", server.addr.port());
     let total: usize = env("FUZZ_STEPS").unwrap_or(STEPS);
     let seeds: Vec<u64> = env("FUZZ_SEED").map_or(SEEDS.to_vec(), |seed| vec![seed]);
     let mut pairs: BTreeMap<(String, u16), u64> = BTreeMap::new();
     let mut rules: BTreeMap<&str, u64> = BTreeMap::new();
     let started = Instant::now();
     for &seed in &seeds {
-        let report = run(server.addr, seed, total / seeds.len(), RETRY_TIMEOUT, &url);
+        let report = run(&server.endpoint(), seed, total / seeds.len(), RETRY_TIMEOUT);
         println!("seed {seed}: {} steps", report.steps);
         for (pair, n) in report.pairs {
             *pairs.entry(pair).or_default() += n;

@@ -77,7 +77,7 @@ fn every_mutant_is_caught_by_the_checklist() {
         let bin = build(m);
         let server = Server::start(&bin, &["--debug"]);
         let plain = Server::start(&bin, &[]);
-        let outcomes = run_cases("checklist", server.addr, Some(plain.addr), &checklist::cases());
+        let outcomes = run_cases("checklist", &server.endpoint(), Some(&plain.endpoint()), &checklist::cases());
         let caught: Vec<&str> =
             outcomes.iter().filter(|o| o.failure.is_some()).map(|o| o.case.as_str()).collect();
         println!("mutant {}: caught by {caught:?}\n{}", m.name, report(&outcomes));

@@ -4,18 +4,12 @@
 //! `resonate-gen conform --target NAME` builds a target, starts both and runs this.
 
 use resonate_tests::conform::{report, run_cases};
+use resonate_tests::transport::Endpoint;
 use resonate_tests::{checklist, traces, transitions};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: resonate-conform --url http://127.0.0.1:PORT [--plain http://127.0.0.1:PORT]";
-
-fn addr(url: &str) -> Result<SocketAddr, String> {
-    url.trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|_| format!("{url}: expected http://<ip>:<port>"))
-}
+const USAGE: &str = "usage: resonate-conform --url URL [--plain URL], each URL http://127.0.0.1:PORT \
+                     or (a NATS target) nats://127.0.0.1:PORT/API_PREFIX";
 
 fn main() -> ExitCode {
     let mut url = None;
@@ -31,8 +25,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    let parsed = url.as_deref().ok_or(USAGE.to_string()).and_then(addr).and_then(|a| {
-        plain.as_deref().map(addr).transpose().map(|p| (a, p))
+    let parsed = url.as_deref().ok_or(USAGE.to_string()).and_then(str::parse::<Endpoint>).and_then(|a| {
+        plain.as_deref().map(str::parse).transpose().map(|p| (a, p))
     });
     let (server, plain) = match parsed {
         Ok(p) => p,
@@ -42,11 +36,11 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("resonate-conform: transitions against {server}");
-    let mut outcomes = run_cases("transitions", server, plain, &transitions::cases());
+    let mut outcomes = run_cases("transitions", &server, plain.as_ref(), &transitions::cases());
     eprintln!("resonate-conform: checklist");
-    outcomes.extend(run_cases("checklist", server, plain, &checklist::cases()));
+    outcomes.extend(run_cases("checklist", &server, plain.as_ref(), &checklist::cases()));
     eprintln!("resonate-conform: traces");
-    outcomes.extend(run_cases("traces", server, plain, &traces::cases()));
+    outcomes.extend(run_cases("traces", &server, plain.as_ref(), &traces::cases()));
     print!("{}", report(&outcomes));
     let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
     println!("{} passed, {} failed", outcomes.len() - failed, failed);
