@@ -1,13 +1,14 @@
-//! `resonate-gen conform`: builds a target, starts it on free loopback ports with fresh stores
-//! (one instance with `--debug`, one without), runs the conformance suite against them
-//! (`resonate-conform` from tests/), and stops them.
+//! `resonate-gen conform`: builds a target, starts it on free loopback ports (a NATS target: on
+//! subjects of its own on the local NATS server) with fresh stores (one instance with `--debug`,
+//! one without), runs the conformance suite against them (`resonate-conform` from tests/), and
+//! stops them.
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Transport};
 use crate::Repo;
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use resonate_tests::server::Database;
+use std::net::TcpListener;
+use resonate_tests::server::{ready, Database};
+use resonate_tests::transport::{Endpoint, NatsEndpoint};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,24 +66,23 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// True once `GET /health` answers 200.
-fn healthy(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let mut answer = String::new();
-    s.write_all(request.as_bytes()).is_ok()
-        && s.read_to_string(&mut answer).is_ok()
-        && answer.starts_with("HTTP/1.1 200")
-}
-
-/// Starts one instance in `dir` with a fresh store and waits until it is healthy.
-fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, SocketAddr)> {
-    let port = free_port()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+/// Starts one instance in `dir` with a fresh store and waits until it is ready.
+fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, Endpoint)> {
     let (store, database) = fresh_store(m, dir)?;
     let mut cmd = Command::new(bin);
-    cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]).args(store);
+    let endpoint = match m.transport {
+        Transport::Http => {
+            let port = free_port()?;
+            cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]);
+            Endpoint::Http(([127, 0, 0, 1], port).into())
+        }
+        Transport::Nats => {
+            let at = NatsEndpoint::fresh();
+            cmd.args(at.flags());
+            Endpoint::Nats(at)
+        }
+    };
+    cmd.args(store);
     if debug {
         cmd.arg("--debug");
     }
@@ -90,14 +90,14 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, 
     let child = cmd.stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("cannot start {}", bin.display()))?;
     let mut running = Running::new(child, database);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !healthy(addr) {
+    while !ready(&endpoint) {
         if Instant::now() > deadline || running.child.try_wait()?.is_some() {
             let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-            bail!("{} did not become healthy on {addr}:\n{log}", bin.display());
+            bail!("{} did not become ready at {endpoint}:\n{log}", bin.display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok((running, addr))
+    Ok((running, endpoint))
 }
 
 /// Runs the suite against one target; `Ok(true)` when every case passed.
@@ -112,11 +112,11 @@ pub fn conform(repo: &Repo, m: &Manifest) -> Result<bool> {
     std::fs::create_dir_all(&debug_dir)?;
     std::fs::create_dir_all(&plain_dir)?;
     let server = bins.join(format!("resonate-{}", m.name));
-    let (_debug, addr) = start(&server, m, &debug_dir, true)?;
+    let (_debug, endpoint) = start(&server, m, &debug_dir, true)?;
     let (_plain, plain) = start(&server, m, &plain_dir, false)?;
-    eprintln!("conform {}: running against {addr} (and {plain} without --debug)", m.name);
+    eprintln!("conform {}: running against {endpoint} (and {plain} without --debug)", m.name);
     let status = Command::new(bins.join("resonate-conform"))
-        .args(["--url", &format!("http://{addr}"), "--plain", &format!("http://{plain}")])
+        .args(["--url", &endpoint.to_string(), "--plain", &plain.to_string()])
         .stdin(Stdio::null())
         .status()?;
     if status.success() {

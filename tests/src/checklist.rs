@@ -5,16 +5,27 @@ use crate::conform::{Case, Check, Session};
 use crate::ensure;
 use serde_json::{json, Value};
 
-const TARGET: &str = "poll://any@conform";
+/// The worker group every task is dispatched to.
+const GROUP: &str = "conform";
 const FAR: i64 = 10_000_000;
 
-fn targeted() -> Value {
-    json!({ "resonate:target": TARGET })
+/// The address of any worker of [`GROUP`], as the server's transport spells it.
+fn target(s: &Session) -> String {
+    s.endpoint.worker_address(GROUP, None)
+}
+
+fn targeted(s: &Session) -> Value {
+    json!({ "resonate:target": target(s) })
 }
 
 fn create(s: &mut Session, id: &str, tags: Value, timeout_at: i64, now: i64) -> Result<Value, String> {
     let data = json!({ "id": id, "timeoutAt": timeout_at, "param": {}, "tags": tags });
     Ok(s.expect("promise.create", data, now, 200)?["promise"].clone())
+}
+
+fn create_targeted(s: &mut Session, id: &str, timeout_at: i64, now: i64) -> Result<Value, String> {
+    let tags = targeted(s);
+    create(s, id, tags, timeout_at, now)
 }
 
 fn acquire(s: &mut Session, id: &str, version: i64, pid: &str, ttl: i64, now: i64) -> Result<Value, String> {
@@ -63,7 +74,7 @@ fn c1_external_armed(s: &mut Session) -> Check {
     let tags = [
         ("c1.ext", json!({ "resonate:external": "true" }), "rejected_timedout"),
         ("c1.timer", json!({ "resonate:timer": "true" }), "resolved"),
-        ("c1.tgt", targeted(), "rejected_timedout"),
+        ("c1.tgt", targeted(s), "rejected_timedout"),
         ("c1.scope", json!({ "resonate:scope": "global" }), "rejected_timedout"),
     ];
     for (id, t, _) in &tags {
@@ -106,7 +117,7 @@ fn c1_internal_unarmed(s: &mut Session) -> Check {
 fn c2(s: &mut Session) -> Check {
     create(s, "c2.int", json!({}), FAR, 1000)?;
     create(s, "c2.ext", json!({ "resonate:external": "true" }), FAR, 1000)?;
-    create(s, "c2.x", targeted(), FAR, 1000)?;
+    create_targeted(s, "c2.x", FAR, 1000)?;
     let refused = s.expect("promise.register_callback", json!({ "awaited": "c2.int", "awaiter": "c2.x" }), 1000, 422)?;
     ensure!(refused.as_str().is_some_and(|m| m.starts_with("Awaited promise is not external")), "message: {refused}");
     s.expect("promise.register_callback", json!({ "awaited": "c2.ext", "awaiter": "c2.x" }), 1000, 200)?;
@@ -116,7 +127,7 @@ fn c2(s: &mut Session) -> Check {
 fn c3(s: &mut Session) -> Check {
     create(s, "c3.int", json!({}), FAR, 1000)?;
     create(s, "c3.ext", json!({ "resonate:external": "true" }), FAR, 1000)?;
-    let address = "poll://uni@conform/c3";
+    let address = s.endpoint.worker_address(GROUP, Some("c3"));
     s.expect("promise.register_listener", json!({ "awaited": "c3.int", "address": address }), 1000, 422)?;
     s.expect("promise.register_listener", json!({ "awaited": "c3.ext", "address": address }), 1000, 200)?;
     let snap = s.snap(1000)?;
@@ -125,7 +136,8 @@ fn c3(s: &mut Session) -> Check {
 }
 
 fn c4(s: &mut Session) -> Check {
-    let action = |id: &str| json!({ "kind": "promise.create", "head": {}, "data": { "id": id, "timeoutAt": 2000, "tags": targeted() } });
+    let tags = targeted(s);
+    let action = |id: &str| json!({ "kind": "promise.create", "head": {}, "data": { "id": id, "timeoutAt": 2000, "tags": tags } });
     s.expect("task.create", json!({ "pid": "p", "ttl": 100_000, "action": action("c4.a") }), 1000, 200)?;
     s.expect("task.release", json!({ "id": "c4.a", "version": 1 }), 1100, 200)?;
     let again = s.expect("task.create", json!({ "pid": "q", "ttl": 100_000, "action": action("c4.a") }), 2500, 200)?;
@@ -133,18 +145,18 @@ fn c4(s: &mut Session) -> Check {
         again["task"]["state"] == json!("fulfilled") && again["promise"]["state"] == json!("rejected_timedout"),
         "task.create on a dead promise must not acquire: {again}"
     );
-    create(s, "c4.b", targeted(), 2000, 1000)?;
+    create_targeted(s, "c4.b", 2000, 1000)?;
     s.expect("task.halt", json!({ "id": "c4.b" }), 2500, 409)?;
-    create(s, "c4.c", targeted(), 3000, 1000)?;
+    create_targeted(s, "c4.c", 3000, 1000)?;
     s.expect("task.halt", json!({ "id": "c4.c" }), 1100, 200)?;
     s.expect("task.continue", json!({ "id": "c4.c" }), 3500, 409)?;
     Ok(())
 }
 
 fn c5(s: &mut Session) -> Check {
-    create(s, "c5.a", targeted(), 3000, 1000)?;
+    create_targeted(s, "c5.a", 3000, 1000)?;
     acquire(s, "c5.a", 0, "p", 1000, 1000)?;
-    create(s, "c5.b", targeted(), 3000, 1000)?;
+    create_targeted(s, "c5.b", 3000, 1000)?;
     s.tick(100_000)?;
     let snap = s.snap(100_000)?;
     ensure!(!executes(&snap, "c5.a").contains(&1), "a lease expired on a dead promise was re-dispatched:\n{snap}");
@@ -157,7 +169,7 @@ fn c5(s: &mut Session) -> Check {
 }
 
 fn c6(s: &mut Session) -> Check {
-    create(s, "c6.x", targeted(), 5000, 1000)?;
+    create_targeted(s, "c6.x", 5000, 1000)?;
     acquire(s, "c6.x", 0, "p", 100_000, 1000)?;
     create(s, "c6.a", json!({ "resonate:external": "true" }), FAR, 1000)?;
     let suspend = json!({ "id": "c6.x", "version": 1, "actions": [
@@ -173,7 +185,7 @@ fn c6(s: &mut Session) -> Check {
 }
 
 fn c7(s: &mut Session) -> Check {
-    create(s, "c7.x", targeted(), 3000, 1000)?;
+    create_targeted(s, "c7.x", 3000, 1000)?;
     acquire(s, "c7.x", 0, "p", 1000, 1000)?;
     s.expect("task.heartbeat", json!({ "pid": "p", "tasks": [{ "id": "c7.x", "version": 1 }] }), 3500, 200)?;
     ensure!(task_state(s, "c7.x", 3500)? == json!("fulfilled"), "a heartbeat revived a dead task");
@@ -187,15 +199,15 @@ fn c8(s: &mut Session) -> Check {
     for id in ["c8.get", "c8.create", "c8.settle", "c8.cb", "c8.ls"] {
         create(s, id, ext.clone(), 2000, 1000)?;
     }
-    create(s, "c8.t", targeted(), 2000, 1000)?;
-    create(s, "c8.w", targeted(), FAR, 1000)?;
+    create_targeted(s, "c8.t", 2000, 1000)?;
+    create_targeted(s, "c8.w", FAR, 1000)?;
     let at = 2500;
     let answers = [
         s.expect("promise.get", json!({ "id": "c8.get" }), at, 200)?,
         s.expect("promise.create", json!({ "id": "c8.create", "timeoutAt": FAR }), at, 200)?,
         s.expect("promise.settle", json!({ "id": "c8.settle", "state": "resolved", "value": {} }), at, 200)?,
         s.expect("promise.register_callback", json!({ "awaited": "c8.cb", "awaiter": "c8.w" }), at, 200)?,
-        s.expect("promise.register_listener", json!({ "awaited": "c8.ls", "address": TARGET }), at, 200)?,
+        s.expect("promise.register_listener", json!({ "awaited": "c8.ls", "address": target(s) }), at, 200)?,
     ];
     for a in &answers {
         ensure!(
@@ -210,7 +222,7 @@ fn c8(s: &mut Session) -> Check {
 }
 
 fn c9(s: &mut Session) -> Check {
-    create(s, "c9.x", targeted(), FAR, 1000)?;
+    create_targeted(s, "c9.x", FAR, 1000)?;
     acquire(s, "c9.x", 0, "p", 1000, 1000)?;
     s.expect("task.release", json!({ "id": "c9.x", "version": 1 }), 1100, 200)?;
     acquire(s, "c9.x", 1, "p", 1000, 1200)?;
@@ -225,7 +237,7 @@ fn c9(s: &mut Session) -> Check {
 }
 
 fn c10(s: &mut Session) -> Check {
-    create(s, "c10.x", targeted(), FAR, 1000)?;
+    create_targeted(s, "c10.x", FAR, 1000)?;
     acquire(s, "c10.x", 0, "a", 1000, 1000)?;
     s.expect("task.acquire", json!({ "id": "c10.x", "version": 0, "pid": "b", "ttl": 1000 }), 1001, 409)?;
     s.tick(2500)?;
@@ -243,10 +255,11 @@ fn c10(s: &mut Session) -> Check {
 
 fn c11(s: &mut Session) -> Check {
     create(s, "c11.a", json!({ "resonate:external": "true" }), FAR, 1000)?;
-    create(s, "c11.x", targeted(), FAR, 1000)?;
+    create_targeted(s, "c11.x", FAR, 1000)?;
     s.expect("promise.settle", json!({ "id": "c11.a", "state": "resolved", "value": {} }), 1100, 200)?;
     s.expect("promise.register_callback", json!({ "awaited": "c11.a", "awaiter": "c11.x" }), 1200, 200)?;
-    s.expect("promise.register_listener", json!({ "awaited": "c11.a", "address": TARGET }), 1200, 200)?;
+    let address = target(s);
+    s.expect("promise.register_listener", json!({ "awaited": "c11.a", "address": address }), 1200, 200)?;
     let snap = s.snap(1200)?;
     ensure!(
         snap["callbacks"] == json!([]) && snap["listeners"] == json!([]),

@@ -23,8 +23,13 @@ const SHRINK_BUDGET: Duration = Duration::from_secs(120);
 const START: i64 = 1_000_000_000;
 const VERSION: &str = "2026-04-01";
 
+/// Addresses an HTTP server delivers to, and addresses it refuses.
 const TARGETS: [&str; 5] = ["poll://any@g1", "poll://any@g1/w1", "poll://uni@g2/w2", "http://127.0.0.1:1/w", "https://127.0.0.1:1/s"];
 const BAD_ADDRESSES: [&str; 8] = ["mailto:me", "", "poll://uni@g2", "poll://x@g", "nowhere", "http://", "poll://any@g/", "poll://any@g/a/b"];
+/// The same for a NATS server: subjects only (spec/choices.yaml nats-addresses).
+const NATS_TARGETS: [&str; 5] = ["nats://resonate.recv.g1", "nats://resonate.recv.g1.w1", "nats://resonate.recv.g2.w2", "nats://w", "nats://a-b_c.d:e"];
+const NATS_BAD_ADDRESSES: [&str; 10] =
+    ["poll://any@g1", "http://127.0.0.1:1/w", "", "nats://", "nats://a..b", "nats://.a", "nats://a.", "nats://a.*", "nats://a.>", "nats://a b"];
 const PIDS: [&str; 3] = ["p1", "p2", "p3"];
 const CRONS: [&str; 7] = ["* * * * *", "*/2 * * * *", "0 * * * *", "bad", "* * *", "61 * * * *", ""];
 
@@ -82,7 +87,11 @@ pub struct Report {
 pub fn run(endpoint: &Endpoint, seed: u64, steps: usize, retry_timeout: i64) -> Report {
     let mut rig = Rig { conn: endpoint.conn(IO_TIMEOUT), retry_timeout, server_url: endpoint.server_url() };
     let mut model = rig.reset();
-    let mut gen = Gen { rng: Rng(seed), now: START, serial: 0 };
+    let (targets, bad_addresses): (&[&str], &[&str]) = match endpoint {
+        Endpoint::Http(_) => (&TARGETS, &BAD_ADDRESSES),
+        Endpoint::Nats(_) => (&NATS_TARGETS, &NATS_BAD_ADDRESSES),
+    };
+    let mut gen = Gen { rng: Rng(seed), now: START, serial: 0, targets, bad_addresses };
     let mut report = Report { seed, steps: 0, pairs: BTreeMap::new(), rules: BTreeMap::new(), failure: None };
     let mut history: Vec<Step> = Vec::new();
     let trace = std::env::var("FUZZ_TRACE").ok();
@@ -273,6 +282,9 @@ struct Gen {
     rng: Rng,
     now: i64,
     serial: u64,
+    /// Addresses the server delivers to, and addresses it refuses.
+    targets: &'static [&'static str],
+    bad_addresses: &'static [&'static str],
 }
 
 impl Gen {
@@ -467,7 +479,7 @@ impl Gen {
     }
 
     fn tags(&mut self) -> Value {
-        let target = self.rng.pick(&TARGETS);
+        let target = self.rng.pick(self.targets);
         let delay = self.now + self.rng.range(0, 2_000);
         let mut tags = match self.rng.below(100) {
             0..=19 => json!({}),
@@ -480,7 +492,7 @@ impl Gen {
             80..=87 => json!({ "resonate:target": target, "resonate:delay": delay.to_string() }),
             88..=89 => json!({ "resonate:target": target, "resonate:delay": "soon" }),
             90..=91 => json!({ "resonate:delay": delay.to_string() }),
-            92..=94 => json!({ "resonate:target": self.rng.pick(&BAD_ADDRESSES) }),
+            92..=94 => json!({ "resonate:target": self.rng.pick(self.bad_addresses) }),
             _ => json!({ "resonate:timer": "yes", "resonate:external": "false" }),
         };
         if self.rng.chance(15) {
@@ -548,7 +560,7 @@ impl Gen {
 
     fn listener_data(&mut self, model: &Model) -> Value {
         let awaited = self.promise_where(model, |p| p.external());
-        let address = if self.rng.chance(85) { self.rng.pick(&TARGETS) } else { self.rng.pick(&BAD_ADDRESSES) };
+        let address = if self.rng.chance(85) { self.rng.pick(self.targets) } else { self.rng.pick(self.bad_addresses) };
         json!({ "awaited": awaited, "address": address })
     }
 
@@ -582,7 +594,7 @@ impl Gen {
             create["timeoutAt"] = json!(self.now + self.rng.range(1_000_000, 10_000_000));
         }
         if self.rng.chance(85) {
-            create["tags"] = json!({ "resonate:target": self.rng.pick(&TARGETS) });
+            create["tags"] = json!({ "resonate:target": self.rng.pick(self.targets) });
         }
         let (pid, ttl) = (self.pid(), self.ttl());
         json!({ "pid": pid, "ttl": ttl, "action": self.action("promise.create", create) })
@@ -713,7 +725,7 @@ impl Gen {
         let timeout = self.rng.pick(&[0, 1_000, 120_000, 10_000_000]);
         let tags = match self.rng.below(4) {
             0 => json!({}),
-            1 => json!({ "resonate:target": self.rng.pick(&TARGETS) }),
+            1 => json!({ "resonate:target": self.rng.pick(self.targets) }),
             2 => json!({ "resonate:timer": "true" }),
             _ => json!({ "resonate:external": "true", "k": "v" }),
         };

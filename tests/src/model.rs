@@ -426,10 +426,16 @@ fn check_create(r: &CreateReq) -> Result<(), Refusal> {
     need(r.timeout_at >= 0, "timeout_negative")
 }
 
-/// Whether `address` is deliverable (spec/protocol.yaml addresses; https is accepted without TLS,
-/// choices.yaml https-without-tls): an http(s) URL with something after the scheme, or
-/// `poll://any@group[/id]` / `poll://uni@group/id` with non-empty parts and no further `/`.
-pub fn deliverable(address: &str) -> bool {
+/// Whether `address` is deliverable (spec/protocol.yaml addresses). Over NATS only `nats://subject`,
+/// dot-separated non-empty tokens without spaces or wildcards (choices.yaml nats-addresses).
+/// Over HTTP (https is accepted without TLS, choices.yaml https-without-tls): an http(s) URL with
+/// something after the scheme, or `poll://any@group[/id]` / `poll://uni@group/id` with non-empty
+/// parts and no further `/`.
+pub fn deliverable(address: &str, over_nats: bool) -> bool {
+    if over_nats {
+        let Some(subject) = address.strip_prefix("nats://") else { return false };
+        return subject.split('.').all(|t| !t.is_empty() && !t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>'));
+    }
     if let Some(rest) = address.strip_prefix("http://").or_else(|| address.strip_prefix("https://")) {
         return !rest.is_empty();
     }
@@ -454,7 +460,9 @@ fn ok(data: Value) -> Answer {
 }
 
 impl Model {
-    /// `retry_timeout`: the server's --tasks-retry-timeout; `server_url`: the serverUrl in execute messages.
+    /// `retry_timeout`: the server's --tasks-retry-timeout; `server_url`: the serverUrl in execute
+    /// messages, whose scheme names the server's transport (`nats://` its --nats-url, else HTTP)
+    /// and so which addresses it can deliver to.
     pub fn new(retry_timeout: i64, server_url: &str) -> Model {
         Model {
             promises: BTreeMap::new(),
@@ -665,9 +673,14 @@ impl Model {
         }
     }
 
+    /// Whether `address` is deliverable by this server's transport.
+    fn deliverable(&self, address: &str) -> bool {
+        deliverable(address, self.server_url.starts_with("nats://"))
+    }
+
     /// The tag guards of promise.create, in order.
-    fn create_guards(tags: &Tags, timeout_at: i64) -> Result<(), Refusal> {
-        need(tags.get(TARGET).is_none_or(|t| deliverable(t)), "invalid_target")?;
+    fn create_guards(&self, tags: &Tags, timeout_at: i64) -> Result<(), Refusal> {
+        need(tags.get(TARGET).is_none_or(|t| self.deliverable(t)), "invalid_target")?;
         if let Some(delay) = tags.get(DELAY) {
             let delay = delay.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| refuse("delay_invalid", ""))?;
             need(tags.contains_key(TARGET), "delay_untargeted")?;
@@ -678,7 +691,7 @@ impl Model {
 
     fn promise_create(&mut self, r: CreateReq, now: i64) -> Answer {
         check_create(&r)?;
-        Self::create_guards(&r.tags, r.timeout_at)?;
+        self.create_guards(&r.tags, r.timeout_at)?;
         let id = r.id.clone();
         if !self.promises.contains_key(&id) {
             self.birth(r, now, now);
@@ -725,7 +738,7 @@ impl Model {
 
     fn register_listener(&mut self, r: ListenerReq, now: i64) -> Answer {
         non_empty(&r.awaited, "awaited_id_required")?;
-        need(deliverable(&r.address), "invalid_listener")?;
+        need(self.deliverable(&r.address), "invalid_listener")?;
         self.read(&r.awaited, now).ok_or_else(|| refuse("awaited_not_found", ""))?;
         let awaited = self.promises.get_mut(&r.awaited).expect("read above");
         need(awaited.external(), "awaited_internal")?;
@@ -773,7 +786,7 @@ impl Model {
         check_create(&c)?;
         need(c.tags.contains_key(TARGET), "action_untargeted")?;
         need(!c.tags.contains_key(DELAY), "action_delayed")?;
-        need(deliverable(&c.tags[TARGET]), "invalid_target")?;
+        need(self.deliverable(&c.tags[TARGET]), "invalid_target")?;
         if let Some(p) = self.read(&c.id, now) {
             need(p.targeted(), "promise_untargeted")?;
             return match self.tasks[&c.id].state {

@@ -418,7 +418,7 @@ impl Drop for Server {
 
 /// Whether the server at `endpoint` is ready: `GET /health` answers 200, or a `promise.get`
 /// published over NATS is answered at all.
-fn ready(endpoint: &Endpoint) -> bool {
+pub fn ready(endpoint: &Endpoint) -> bool {
     let timeout = Duration::from_secs(1);
     match endpoint {
         Endpoint::Http(addr) => Client::with_timeout(*addr, timeout).get("/health").is_ok_and(|r| r.status == 200),

@@ -10,6 +10,7 @@ use crate::conform::{Case, Check, Session};
 use crate::ensure;
 use crate::model::Model;
 use crate::server::repo_root;
+use crate::transport::Endpoint;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -20,7 +21,8 @@ const FAR: i64 = 10_000_000;
 const AT: i64 = 2000;
 /// The server's default retry timeout, which the model must share.
 const RETRY: i64 = 30_000;
-const TARGET: &str = "poll://any@conform";
+/// The worker group every task is dispatched to.
+const GROUP: &str = "conform";
 
 /// One step of a setup: kind, data, now.
 type Step = (&'static str, Value, i64);
@@ -39,11 +41,11 @@ fn acquire(ttl: i64) -> Step {
 
 /// Objects every case starts with, besides the subject: an external, an internal, a targeted
 /// and a settled promise, and a schedule.
-fn base() -> Vec<Step> {
+fn base(target: &str) -> Vec<Step> {
     vec![
         create("t.x", json!({ "resonate:external": "true" }), FAR),
         create("t.int", json!({}), FAR),
-        create("t.w", json!({ "resonate:target": TARGET }), FAR),
+        create("t.w", json!({ "resonate:target": target }), FAR),
         create("t.done", json!({ "resonate:external": "true" }), FAR),
         settle("t.done", "resolved"),
         ("schedule.create", json!({ "id": "t.sched", "cron": "* * * * *", "promiseId": "t.sched.{{.timestamp}}", "promiseTimeout": 1000 }), 1000),
@@ -51,9 +53,9 @@ fn base() -> Vec<Step> {
 }
 
 /// The states the subject can be in, each as the steps that lead there.
-fn states() -> Vec<(&'static str, Vec<Step>)> {
+fn states(target: &str) -> Vec<(&'static str, Vec<Step>)> {
     let ext = || json!({ "resonate:external": "true" });
-    let tgt = || json!({ "resonate:target": TARGET });
+    let tgt = || json!({ "resonate:target": target });
     let suspend = ("task.suspend", json!({ "id": S, "version": 1, "actions": [
         { "kind": "promise.register_callback", "head": {}, "data": { "awaited": "t.x", "awaiter": S } }] }), 1300);
     let fulfill = ("task.fulfill", json!({ "id": S, "version": 1, "action": {
@@ -86,9 +88,10 @@ fn callbacks(awaited: &[&str]) -> Value {
     awaited.iter().map(|a| action("promise.register_callback", json!({ "awaited": a, "awaiter": S }))).collect()
 }
 
-/// The requests tried against each state, by kind.
-fn variants(kind: &str) -> Vec<Value> {
-    let tgt = json!({ "resonate:target": TARGET });
+/// The requests tried against each state, by kind, on a server reached at `endpoint`.
+fn variants(kind: &str, endpoint: &Endpoint) -> Vec<Value> {
+    let target = &endpoint.worker_address(GROUP, None);
+    let tgt = json!({ "resonate:target": target });
     let create_data = |id: &str, tags: Value| json!({ "id": id, "timeoutAt": FAR, "tags": tags });
     let settle_data = |id: &str| json!({ "id": id, "state": "resolved", "value": { "data": "eQ==" } });
     match kind {
@@ -100,16 +103,16 @@ fn variants(kind: &str) -> Vec<Value> {
             create_data(S, json!({})),
             create_data(S, tgt.clone()),
             json!({ "id": S, "timeoutAt": 10, "tags": { "resonate:timer": "true" } }),
-            json!({ "id": S, "timeoutAt": FAR, "tags": { "resonate:timer": "true", "resonate:target": TARGET } }),
-            json!({ "id": S, "timeoutAt": FAR, "tags": { "resonate:target": TARGET, "resonate:delay": "5000" } }),
+            json!({ "id": S, "timeoutAt": FAR, "tags": { "resonate:timer": "true", "resonate:target": target } }),
+            json!({ "id": S, "timeoutAt": FAR, "tags": { "resonate:target": target, "resonate:delay": "5000" } }),
             json!({ "id": "", "timeoutAt": FAR }),
             json!({ "id": "t.\u{0}", "timeoutAt": FAR }),
             json!({ "id": S, "timeoutAt": -1 }),
             json!({ "id": S }),
             create_data(S, json!({ "resonate:target": "nowhere" })),
-            create_data(S, json!({ "resonate:target": TARGET, "resonate:delay": "soon" })),
+            create_data(S, json!({ "resonate:target": target, "resonate:delay": "soon" })),
             create_data(S, json!({ "resonate:delay": "5" })),
-            json!({ "id": S, "timeoutAt": 3000, "tags": { "resonate:target": TARGET, "resonate:delay": "3000" } }),
+            json!({ "id": S, "timeoutAt": 3000, "tags": { "resonate:target": target, "resonate:delay": "3000" } }),
         ],
         "promise.settle" => vec![
             settle_data(S),
@@ -127,17 +130,18 @@ fn variants(kind: &str) -> Vec<Value> {
         .map(|(awaited, awaiter)| json!({ "awaited": awaited, "awaiter": awaiter }))
         .collect(),
         "promise.register_listener" => vec![
-            json!({ "awaited": S, "address": "poll://uni@conform/w1" }),
+            json!({ "awaited": S, "address": endpoint.worker_address(GROUP, Some("w1")) }),
             json!({ "awaited": S, "address": "http://127.0.0.1:9/hook" }),
             json!({ "awaited": S, "address": "poll://some@conform" }),
-            json!({ "awaited": "", "address": TARGET }),
-            json!({ "awaited": "t.none", "address": TARGET }),
+            json!({ "awaited": S, "address": "nats://conform.*" }),
+            json!({ "awaited": "", "address": target }),
+            json!({ "awaited": "t.none", "address": target }),
         ],
         "task.create" => vec![
             json!({ "pid": "p2", "ttl": 5000, "action": action("promise.create", create_data(S, tgt.clone())) }),
             json!({ "pid": "p2", "ttl": 5000, "action": action("promise.create", json!({ "id": S, "timeoutAt": 10, "tags": tgt })) }),
             json!({ "pid": "p2", "ttl": 5000, "action": action("promise.create", create_data(S, json!({}))) }),
-            json!({ "pid": "p2", "ttl": 5000, "action": action("promise.create", create_data(S, json!({ "resonate:target": TARGET, "resonate:delay": "1" }))) }),
+            json!({ "pid": "p2", "ttl": 5000, "action": action("promise.create", create_data(S, json!({ "resonate:target": target, "resonate:delay": "1" }))) }),
             json!({ "pid": "p2", "ttl": 5000, "action": action("promise.create", create_data(S, json!({ "resonate:target": "x" }))) }),
             json!({ "pid": "", "ttl": 5000, "action": action("promise.create", create_data(S, tgt.clone())) }),
             json!({ "pid": "p2", "ttl": 0, "action": action("promise.create", create_data(S, tgt.clone())) }),
@@ -200,7 +204,7 @@ fn variants(kind: &str) -> Vec<Value> {
             .collect(),
         "schedule.create" => {
             let sched = |id: &str, cron: &str, template: &str, timeout: i64| {
-                json!({ "id": id, "cron": cron, "promiseId": template, "promiseTimeout": timeout, "promiseTags": { "resonate:target": TARGET } })
+                json!({ "id": id, "cron": cron, "promiseId": template, "promiseTimeout": timeout, "promiseTags": { "resonate:target": target } })
             };
             vec![
                 sched("t.s2", "*/5 * * * *", "t.s2.{{.timestamp}}", 1000),
@@ -274,15 +278,16 @@ fn agree(s: &mut Session, model: &mut Model, kind: &str, data: &Value, now: i64,
 /// refusal the spec lists for the kind was answered at least once.
 fn kind_case(kind: String) -> Case {
     Case::new(kind.clone(), move |s: &mut Session| {
-        let variants = variants(&kind);
+        let variants = variants(&kind, &s.endpoint);
+        let target = s.endpoint.worker_address(GROUP, None);
         ensure!(!variants.is_empty(), "no request variants for {kind}: add them to transitions.rs");
         let mut reached = BTreeSet::new();
         let server_url = s.endpoint.server_url();
-        for (state, setup) in states() {
+        for (state, setup) in states(&target) {
             for data in &variants {
                 s.fresh()?;
                 let mut model = Model::new(RETRY, &server_url);
-                for (k, d, now) in base().iter().chain(&setup) {
+                for (k, d, now) in base(&target).iter().chain(&setup) {
                     agree(s, &mut model, k, d, *now, state)?;
                 }
                 let (status, answer) = agree(s, &mut model, &kind, data, AT, state)?;

@@ -67,12 +67,12 @@ impl Endpoint {
         }
     }
 
-    /// The `serverUrl` the server puts in the head of an execute message: an HTTP server's
-    /// default `--server-url`, `http://localhost:<port>`.
+    /// The `serverUrl` the server puts in the head of an execute message, its default
+    /// `--server-url`: `http://localhost:<port>`, or over NATS its `--nats-url`.
     pub fn server_url(&self) -> String {
         match self {
             Endpoint::Http(addr) => format!("http://localhost:{}", addr.port()),
-            Endpoint::Nats(_) => unimplemented!("NATS execute messages"),
+            Endpoint::Nats(at) => format!("nats://{}", at.nats),
         }
     }
 

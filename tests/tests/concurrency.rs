@@ -144,9 +144,14 @@ impl Gate {
     }
 }
 
+/// The address of any worker of the one group every task is dispatched to.
+fn worker_target(server: &Server) -> String {
+    server.endpoint().worker_address("w", None)
+}
+
 /// A targeted promise's creation.
-fn targeted(id: &str, timeout_at: i64) -> Value {
-    let tags = json!({ "resonate:target": "poll://any@w" });
+fn targeted(target: &str, id: &str, timeout_at: i64) -> Value {
+    let tags = json!({ "resonate:target": target });
     json!({ "id": id, "timeoutAt": timeout_at, "param": {}, "tags": tags })
 }
 
@@ -196,13 +201,14 @@ fn tick(s: &mut Session) {
 fn a_mixed_workload_is_linearizable() {
     const ROUNDS: usize = 30;
     let (started, server) = (Instant::now(), start());
+    let target = &worker_target(&server);
     let history = record(&server.endpoint(), CLIENTS, START, |s| {
         for _ in 0..ROUNDS {
             let root = format!("m{}.r{}", s.random(4), s.random(4));
             let child = format!("{root}.c{}", s.random(3));
             match s.random(10) {
                 0 | 1 => {
-                    s.call("promise.create", targeted(&root, FAR));
+                    s.call("promise.create", targeted(target, &root, FAR));
                 }
                 2..=5 => hold(s, &root),
                 6 => {
@@ -285,11 +291,12 @@ fn racing_acquires_have_exactly_one_winner() {
     const RACES: usize = 6;
     let (started, server) = (Instant::now(), start());
     let barrier = Gate::new(RACERS);
+    let target = &worker_target(&server);
     let history = record(&server.endpoint(), RACERS, START, |s| {
         for race in 0..RACES {
             let id = format!("race{race}");
             if s.id == 0 {
-                s.call("promise.create", targeted(&id, FAR));
+                s.call("promise.create", targeted(target, &id, FAR));
             }
             for version in [0, 1] {
                 barrier.wait();
@@ -336,12 +343,13 @@ fn fences_racing_the_end_of_a_lease_are_linearizable() {
     let (started, server) = (Instant::now(), start());
     let barrier = Gate::new(CLIENTS);
     let taken = AtomicBool::new(false);
+    let target = &worker_target(&server);
     let history = record(&server.endpoint(), CLIENTS, START, |s| {
         for round in 0..ROUNDS {
             let id = format!("fence{round}");
             if s.id == 0 {
                 taken.store(false, Ordering::SeqCst);
-                s.call("promise.create", targeted(&id, FAR));
+                s.call("promise.create", targeted(target, &id, FAR));
                 assert_eq!(acquire(s, &id, 0, TTL), Some(1), "a fresh task");
             }
             barrier.wait();
@@ -410,11 +418,12 @@ fn settles_racing_a_timeout_are_linearizable() {
     const TRIES: u64 = 6;
     let (started, server) = (Instant::now(), start());
     let barrier = Gate::new(CLIENTS);
+    let target = &worker_target(&server);
     let history = record(&server.endpoint(), CLIENTS, START, |s| {
         for round in 0..ROUNDS {
             let id = format!("timeout{round}");
             if s.id == 0 {
-                s.call_with("promise.create", |now| targeted(&id, now + (1 << round)));
+                s.call_with("promise.create", |now| targeted(target, &id, now + (1 << round)));
             }
             barrier.wait();
             for k in 0..TRIES {
@@ -488,7 +497,7 @@ fn model() -> Model {
 
 #[test]
 fn the_checker_refuses_two_overlapping_winners_of_one_version() {
-    let create = op("promise.create", targeted("x", FAR), 10);
+    let create = op("promise.create", targeted("poll://any@w", "x", FAR), 10);
     let acquire = |pid: &str| {
         op(
             "task.acquire",
@@ -514,7 +523,7 @@ fn the_checker_refuses_two_overlapping_winners_of_one_version() {
 
 #[test]
 fn the_checker_refuses_results_that_need_an_order_against_real_time() {
-    let create = op("promise.create", targeted("x", FAR), 10);
+    let create = op("promise.create", targeted("poll://any@w", "x", FAR), 10);
     let get = op("promise.get", json!({ "id": "x" }), 20);
     let settle = op(
         "promise.settle",
