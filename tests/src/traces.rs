@@ -1,11 +1,13 @@
 //! Section "traces": replays of the traces recorded against the official server
 //! (../shared/protocol/traces). Each line's request is sent at the line's `now` and the answer
 //! must equal the recorded one; where it may not, the difference is named by its entry in
-//! spec/choices.yaml.
+//! spec/choices.yaml. Against a NATS target the recorded `poll://` addresses are replayed as the
+//! same workers' `nats://` subjects (choices.yaml nats-addresses).
 
 use crate::conform::{Case, Check, Session};
 use crate::ensure;
 use crate::server::repo_root;
+use crate::transport::Endpoint;
 use serde_json::{json, Value};
 
 pub fn cases() -> Vec<Case> {
@@ -16,16 +18,38 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// The lines of a recorded trace; a missing file fails the case (a replay that skips proves nothing).
-fn lines(name: &str) -> Result<Vec<Value>, String> {
+/// The lines of a recorded trace, addressed as `s`'s server spells worker addresses; a missing
+/// file fails the case (a replay that skips proves nothing).
+fn lines(s: &Session, name: &str) -> Result<Vec<Value>, String> {
     let path = repo_root().join("../shared/protocol/traces").join(name);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {} ({e}); shared/ must lie beside the repository", path.display()))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{name}:{}: {e}", i + 1)))
+        .map(|(i, l)| {
+            let mut line = serde_json::from_str(l).map_err(|e| format!("{name}:{}: {e}", i + 1))?;
+            if let Endpoint::Nats(_) = s.endpoint {
+                readdress(&mut line, &s.endpoint);
+            }
+            Ok(line)
+        })
         .collect()
+}
+
+/// Rewrites every `poll://any@group[/id]` string in `v` to the address of any worker of the
+/// group at `endpoint`, and every `poll://uni@group/id` to that worker's.
+fn readdress(v: &mut Value, endpoint: &Endpoint) {
+    match v {
+        Value::String(address) => {
+            let Some((cast, rest)) = address.strip_prefix("poll://").and_then(|r| r.split_once('@')) else { return };
+            let (group, id) = rest.split_once('/').map_or((rest, None), |(group, id)| (group, Some(id)));
+            *address = endpoint.worker_address(group, id.filter(|_| cast == "uni"));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| readdress(item, endpoint)),
+        Value::Object(fields) => fields.values_mut().for_each(|field| readdress(field, endpoint)),
+        _ => {}
+    }
 }
 
 fn replay(s: &mut Session, line: &Value) -> Value {
@@ -55,7 +79,7 @@ fn documented(choice: &str) -> Check {
 
 fn ten_workflows(s: &mut Session) -> Check {
     let name = "resonate-sqlite-10wf-prefix.ndjson";
-    for (i, line) in lines(name)?.iter().enumerate() {
+    for (i, line) in lines(s, name)?.iter().enumerate() {
         let actual = replay(s, line);
         ensure!(actual == line["res"], "{}", mismatch(name, i, line, &actual));
     }
@@ -65,7 +89,7 @@ fn ten_workflows(s: &mut Session) -> Check {
 fn duplicate_awaited(s: &mut Session) -> Check {
     documented("duplicate-awaited")?;
     let name = "resonate-duplicate-awaited.ndjson";
-    let all = lines(name)?;
+    let all = lines(s, name)?;
     let (last, agreed) = all.split_last().ok_or("empty trace")?;
     // The recorded answers carry only some envelope fields: matched as a subset.
     for (i, line) in agreed.iter().enumerate() {
@@ -86,7 +110,7 @@ fn duplicate_awaited(s: &mut Session) -> Check {
 fn sdk_fanout(s: &mut Session) -> Check {
     documented("empty-preload")?;
     let name = "resonate-sdk-fanout.history";
-    let mut rows = lines(name)?;
+    let mut rows = lines(s, name)?;
     rows.sort_by_key(|r| (r["now"].as_i64(), r["return"].as_u64()));
     for (i, line) in rows.iter().enumerate() {
         let mut actual = replay(s, line);
