@@ -6,7 +6,8 @@
 //! the wrong type, a required field missing, a failing field check, a huge or fractional number),
 //! or the request is left valid but aimed at a record that does not exist (a 404, with extra
 //! unknown fields). Around that: broken envelopes, truncated and invalid JSON, invalid UTF-8,
-//! deeply nested JSON, random bytes, bodies over the size limit, wrong methods and paths.
+//! deeply nested JSON, random bytes, bodies over the size limit, wrong methods and paths. Over
+//! NATS there are no methods or paths, and no payload over the NATS server's `max_payload`.
 
 use crate::server::repo_root;
 use serde_json::{json, Map, Value};
@@ -111,6 +112,10 @@ pub struct Generator {
     kinds: Vec<Kind>,
     rng: Rng,
     limit: usize,
+    /// An address the server delivers to.
+    address: String,
+    /// Over NATS, the largest payload a case may have; `None` over HTTP.
+    max_payload: Option<usize>,
 }
 
 /// Ids no seeded record has: dots, NUL and other control characters, SQL, unicode.
@@ -120,7 +125,9 @@ const ABSENT_IDS: [&str; 10] = [
 ];
 
 impl Generator {
-    pub fn new(seed: u64) -> Generator {
+    /// Cases for a server that delivers to `address`, over HTTP, or over NATS when
+    /// `max_payload` bounds the payloads.
+    pub fn new(seed: u64, address: &str, max_payload: Option<usize>) -> Generator {
         let text = std::fs::read_to_string(repo_root().join("spec/kinds.yaml")).expect("spec/kinds.yaml");
         let spec: serde_yaml::Mapping = serde_yaml::from_str(&text).expect("spec/kinds.yaml parses");
         let mut kinds = Vec::new();
@@ -142,7 +149,7 @@ impl Generator {
             });
         }
         assert!(kinds.len() >= 20, "spec/kinds.yaml lists {} kinds", kinds.len());
-        Generator { kinds, rng: Rng(seed), limit: body_limit() }
+        Generator { kinds, rng: Rng(seed), limit: body_limit(), address: address.to_string(), max_payload }
     }
 
     /// The next case. `big` allows the (slow) over-the-limit bodies.
@@ -154,9 +161,13 @@ impl Generator {
             62..=80 => self.bad_json(),
             81..=89 => self.random_bytes(),
             90..=93 => self.nested(),
-            94..=98 => self.route(),
+            94..=98 if self.max_payload.is_none() => self.route(),
+            94..=98 => self.bad_json(),
             // Bodies over the limit (2 MiB each) and 100 000-deep nesting are the slow ones.
-            _ if big && self.rng.chance(25) => self.too_large(),
+            _ if big && self.rng.chance(25) => match self.max_payload {
+                Some(max) if max <= self.limit => self.just_fitting(max),
+                _ => self.too_large(),
+            },
             _ if self.rng.chance(25) => self.nested_deep(),
             _ => self.nested(),
         }
@@ -174,7 +185,7 @@ impl Generator {
     fn valid(&mut self, f: &Field) -> Value {
         match f.ty.as_str() {
             "string" => match f.name.as_str() {
-                "address" => json!("poll://any@nobody"),
+                "address" => json!(self.address),
                 "cron" => json!("* * * * *"),
                 "state" => json!("pending"),
                 _ => json!(self.rng.pick(&ABSENT_IDS)),
@@ -185,7 +196,7 @@ impl Generator {
                 _ => json!(4_000_000_000_000_i64),
             },
             "value" => json!({ "headers": { "h": "v" }, "data": "ZGF0YQ==" }),
-            "tags" => json!({ "resonate:target": "poll://any@nobody" }),
+            "tags" => json!({ "resonate:target": self.address }),
             "settle_state" => json!(self.rng.pick(&["resolved", "rejected", "rejected_canceled"])),
             "action" => {
                 let of = self.rng.pick(&f.of);
@@ -555,6 +566,15 @@ impl Generator {
         }
         body.push_str(r#""}}}"#);
         Case::rpc("over the body limit", body.into_bytes(), Expect::TooLarge)
+    }
+
+    /// Where NATS refuses anything over the body limit itself: an envelope as large as `max`
+    /// allows, cut short inside its padding.
+    fn just_fitting(&mut self, max: usize) -> Case {
+        let size = max - self.rng.below(4096);
+        let mut body = format!(r#"{{"kind":"promise.create","head":{{"corrId":"c","version":"{VERSION}"}},"data":{{"id":"big","timeoutAt":4000000000000,"param":{{"data":""#);
+        body.extend(std::iter::repeat_n('A', size.saturating_sub(body.len())));
+        Case::rpc("as large as NATS carries, cut short", body.into_bytes(), Expect::Refusal(400, "Invalid request envelope: "))
     }
 
     /// Wrong methods and paths.

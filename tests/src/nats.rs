@@ -111,7 +111,6 @@ impl Nats {
     /// Publishes `payload` to `subject`: `PUB` without headers, else `HPUB` with a `NATS/1.0`
     /// header block. Fails without sending when the message is over [`Nats::max_payload`].
     pub fn publish(&mut self, subject: &str, reply: Option<&str>, headers: &[(&str, &str)], payload: &[u8]) -> io::Result<()> {
-        let reply = reply.map(|r| format!(" {r}")).unwrap_or_default();
         let mut block = Vec::new();
         if !headers.is_empty() {
             block.extend_from_slice(b"NATS/1.0\r\n");
@@ -120,16 +119,23 @@ impl Nats {
             }
             block.extend_from_slice(b"\r\n");
         }
+        self.publish_block(subject, reply, &block, payload)
+    }
+
+    /// Publishes `payload` to `subject` with `block` as its raw header block (`HPUB`), or
+    /// without one (`PUB`) when it is empty.
+    pub fn publish_block(&mut self, subject: &str, reply: Option<&str>, block: &[u8], payload: &[u8]) -> io::Result<()> {
+        let reply = reply.map(|r| format!(" {r}")).unwrap_or_default();
         let total = block.len() + payload.len();
         if total > self.max_payload() {
             return Err(invalid(format!("a {total}-byte message is over the server's max_payload {}", self.max_payload())));
         }
-        let mut message = if headers.is_empty() {
+        let mut message = if block.is_empty() {
             format!("PUB {subject}{reply} {total}\r\n").into_bytes()
         } else {
             format!("HPUB {subject}{reply} {} {total}\r\n", block.len()).into_bytes()
         };
-        message.extend_from_slice(&block);
+        message.extend_from_slice(block);
         message.extend_from_slice(payload);
         message.extend_from_slice(b"\r\n");
         self.write(&message)

@@ -5,12 +5,18 @@
 //! oversized body), never a 5xx, a panic or a hang, and must leave the store as it was
 //! (`debug.snap` before and after); the server must still answer afterwards.
 //!
+//! A NATS target gets the generated cases as payloads (none over the NATS server's
+//! `max_payload`) and, instead of the HTTP sections, requests with a missing, malformed or
+//! invalid reply address: an answer (a 4xx envelope) where there is somewhere to answer, else
+//! none, and never a change to the store (spec/choices.yaml nats-reply).
+//!
 //! `RESONATE_BADINPUT_SEED` replays a run; the seed is printed.
 
 use resonate_tests::badinput::{too_large_message, Case, Expect, Generator, VERSION};
 use resonate_tests::call;
-use resonate_tests::client::Client;
-use resonate_tests::server::{build, target, Server};
+use resonate_tests::nats::{self, Nats};
+use resonate_tests::server::{build, ready, speaks_nats, target, Server};
+use resonate_tests::transport::{Conn, Endpoint, Rpc, REPLY_TO};
 use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -46,8 +52,8 @@ fn seed() -> u64 {
     seed
 }
 
-fn ok(client: &mut Client, kind: &str, data: Value) -> Value {
-    let (status, env) = call(client, kind, data.clone(), Some(T));
+fn ok(conn: &mut impl Rpc, kind: &str, data: Value) -> Value {
+    let (status, env) = call(conn, kind, data.clone(), Some(T));
     assert_eq!(status, 200, "{kind} {data}: {env}");
     env["data"].clone()
 }
@@ -56,9 +62,9 @@ fn ok(client: &mut Client, kind: &str, data: Value) -> Value {
 /// have something to read: pending and settled promises, an acquired task, a schedule.
 fn seeded() -> (Server, Value) {
     let server = Server::start(&build(&target()), &["--debug"]);
-    let mut c = server.client();
+    let mut c = server.conn();
     ok(&mut c, "debug.start", json!({}));
-    let target = json!({ "resonate:target": "poll://any@nobody" });
+    let target = json!({ "resonate:target": nobody(&server.endpoint()) });
     ok(&mut c, "promise.create", json!({ "id": "p", "timeoutAt": FAR, "tags": { "resonate:external": "true" } }));
     ok(&mut c, "promise.create", json!({ "id": "done", "timeoutAt": FAR }));
     ok(&mut c, "promise.settle", json!({ "id": "done", "state": "resolved", "value": { "data": "eA==" } }));
@@ -70,12 +76,25 @@ fn seeded() -> (Server, Value) {
     (server, snap)
 }
 
+/// The address of any worker of a group no worker is in.
+fn nobody(endpoint: &Endpoint) -> String {
+    endpoint.worker_address("nobody", None)
+}
+
 /// Checks one answer against what the case expects; `Err` names what is wrong.
 fn judge(case: &Case, status: u16, content_type: Option<&str>, body: &[u8]) -> Result<(), String> {
     if !(400..500).contains(&status) {
         return Err(format!("answered {status}, not a 4xx"));
     }
     match &case.expect {
+        // Over NATS the answer is an envelope (it has no content type) with the same message.
+        Expect::TooLarge if content_type.is_none() => {
+            let env: Value = serde_json::from_slice(body).unwrap_or_default();
+            if status != 413 || env["data"] != json!(too_large_message()) {
+                return Err(format!("answered {status} {env}, not 413 with the spec's message"));
+            }
+            Ok(())
+        }
         Expect::TooLarge => {
             if status != 413 || body != too_large_message().as_bytes() || content_type != Some("text/plain") {
                 let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
@@ -104,16 +123,20 @@ fn judge(case: &Case, status: u16, content_type: Option<&str>, body: &[u8]) -> R
 }
 
 /// Sends `count` generated cases on one kept-alive connection; returns the failures.
-fn worker(addr: SocketAddr, seed: u64, count: usize, baseline: &Value, big: bool) -> Vec<String> {
-    let mut generator = Generator::new(seed);
-    let mut client = Client::with_timeout(addr, ANSWER_TIMEOUT);
+fn worker(endpoint: &Endpoint, generator: Generator, count: usize, baseline: &Value, big: bool) -> Vec<String> {
+    let mut generator = generator;
+    let mut conn = endpoint.conn(ANSWER_TIMEOUT);
     let mut failures = Vec::new();
     let mut spent: std::collections::BTreeMap<String, (usize, Duration)> = Default::default();
     for i in 0..count {
         let case = generator.case(big);
         let t0 = Instant::now();
         let headers: &[(&str, &str)] = if case.method == "POST" { &[("Content-Type", "application/json")] } else { &[] };
-        match client.request(case.method, &case.path, headers, &case.body) {
+        let answer = match &mut conn {
+            Conn::Http(client) => client.request(case.method, &case.path, headers, &case.body),
+            Conn::Nats { .. } => conn.rpc(&case.body),
+        };
+        match answer {
             Ok(r) => {
                 if let Err(why) = judge(&case, r.status, r.header("content-type"), &r.body) {
                     failures.push(format!("case {i} ({}): {why}\n  request: {}", case.what, preview(&case.body)));
@@ -128,10 +151,9 @@ fn worker(addr: SocketAddr, seed: u64, count: usize, baseline: &Value, big: bool
             break;
         }
         if (i + 1) % SNAP_EVERY == 0 || i + 1 == count {
-            let mut c = Client::with_timeout(addr, ANSWER_TIMEOUT);
-            let snap = ok(&mut c, "debug.snap", json!({}));
+            let snap = ok(&mut endpoint.conn(ANSWER_TIMEOUT), "debug.snap", json!({}));
             if snap != *baseline {
-                failures.push(format!("the store changed during cases {}..={i} of seed {seed}: {snap}", (i + 1).saturating_sub(SNAP_EVERY)));
+                failures.push(format!("the store changed during cases {}..={i}: {snap}", (i + 1).saturating_sub(SNAP_EVERY)));
                 break;
             }
         }
@@ -280,12 +302,27 @@ fn slow_client(addr: SocketAddr, prefix: &'static [u8], trickle: &'static [u8]) 
     unreachable!("the trickle cycles forever")
 }
 
+/// What this target cannot be sent, said aloud rather than skipped silently.
+fn skipped(what: &str) {
+    eprintln!("badinput ({}): {what}: skipped, HTTP only (the target speaks NATS)", target());
+}
+
 #[test]
 fn bad_input_is_refused_with_a_4xx_and_changes_nothing() {
     let count: usize = env_or("RESONATE_BADINPUT_CASES", 100_000);
     let seed = seed();
     let (server, baseline) = seeded();
-    let addr = server.addr;
+    let endpoint = server.endpoint();
+    let (http, max_payload) = match &endpoint {
+        Endpoint::Http(addr) => (Some(*addr), None),
+        Endpoint::Nats(at) => {
+            skipped("malformed HTTP, wrong methods and paths, half-closed, slow and silent connections");
+            let max = Nats::connect(at.nats).expect("the NATS server answers").max_payload();
+            eprintln!("badinput ({}): payloads up to the NATS server's max_payload, {max} bytes", target());
+            // Room for the header block that names the reply inbox.
+            (None, Some(max - 256))
+        }
+    };
 
     // Slow clients run beside the cases: a header trickled byte by byte, a body trickled, and a
     // connection that sends nothing at all.
@@ -295,8 +332,9 @@ fn bad_input_is_refused_with_a_4xx_and_changes_nothing() {
         ("silent", &b""[..], &b""[..]),
     ]
     .into_iter()
-    .map(|(what, prefix, trickle)| {
-        (what, thread::spawn(move || if trickle.is_empty() { silent(addr) } else { slow_client(addr, prefix, trickle) }))
+    .filter_map(|(what, prefix, trickle)| {
+        let addr = http?;
+        Some((what, thread::spawn(move || if trickle.is_empty() { silent(addr) } else { slow_client(addr, prefix, trickle) })))
     })
     .collect();
 
@@ -304,8 +342,9 @@ fn bad_input_is_refused_with_a_4xx_and_changes_nothing() {
     let per = count.div_ceil(WORKERS);
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
-            let baseline = baseline.clone();
-            thread::spawn(move || worker(addr, seed.wrapping_add(w as u64), per, &baseline, w == 0))
+            let (baseline, endpoint) = (baseline.clone(), endpoint.clone());
+            let generator = Generator::new(seed.wrapping_add(w as u64), &nobody(&endpoint), max_payload);
+            thread::spawn(move || worker(&endpoint, generator, per, &baseline, w == 0))
         })
         .collect();
     let mut failures: Vec<String> = workers.into_iter().flat_map(|w| w.join().expect("worker panicked")).collect();
@@ -318,9 +357,11 @@ fn bad_input_is_refused_with_a_4xx_and_changes_nothing() {
         (per * WORKERS) as f64 / elapsed.as_secs_f64()
     );
 
-    let (raw_count, raw_failures) = malformed_http(addr, seed);
-    eprintln!("badinput: {raw_count} malformed or half-closed HTTP exchanges on fresh connections");
-    failures.extend(raw_failures);
+    if let Some(addr) = http {
+        let (raw_count, raw_failures) = malformed_http(addr, seed);
+        eprintln!("badinput: {raw_count} malformed or half-closed HTTP exchanges on fresh connections");
+        failures.extend(raw_failures);
+    }
 
     for (what, handle) in slow {
         match handle.join().expect("slow client panicked") {
@@ -329,9 +370,8 @@ fn bad_input_is_refused_with_a_4xx_and_changes_nothing() {
         }
     }
 
-    let mut c = server.client();
-    assert_eq!(c.get("/health").map(|r| r.status).ok(), Some(200), "the server stopped answering");
-    let snap = ok(&mut c, "debug.snap", json!({}));
+    assert!(ready(&endpoint), "the server stopped answering");
+    let snap = ok(&mut server.conn(), "debug.snap", json!({}));
     if snap != baseline {
         failures.push(format!("the store changed: before {baseline}\nafter {snap}"));
     }
@@ -368,10 +408,11 @@ fn silent(addr: SocketAddr) -> Result<Duration, String> {
 #[test]
 fn extreme_numbers_are_accepted_or_refused_never_a_5xx() {
     let server = Server::start(&build(&target()), &["--debug"]);
-    let mut c = server.client();
+    let mut c = server.conn();
     ok(&mut c, "debug.start", json!({}));
     let max = i64::MAX;
-    let target = json!({ "resonate:target": "poll://any@nobody" });
+    let address = nobody(&server.endpoint());
+    let target = json!({ "resonate:target": address });
     let mut requests: Vec<(&str, Value, i64)> = Vec::new();
     for (i, now) in [T, max, max - 1, 0, -1, i64::MIN, -(1 << 53)].into_iter().enumerate() {
         let p = |s: &str| format!("x{i}.{s}");
@@ -380,9 +421,9 @@ fn extreme_numbers_are_accepted_or_refused_never_a_5xx() {
             ("promise.create", json!({ "id": p("zero"), "timeoutAt": 0, "tags": target }), now),
             ("promise.create", json!({ "id": p("timer"), "timeoutAt": max, "tags": { "resonate:timer": "true" } }), now),
             ("promise.create", json!({ "id": p("ext"), "timeoutAt": max - 1, "tags": { "resonate:external": "true" } }), now),
-            ("promise.create", json!({ "id": p("delay"), "timeoutAt": max, "tags": { "resonate:target": "poll://any@nobody", "resonate:delay": (max - 1).to_string() } }), now),
-            ("promise.create", json!({ "id": p("delay2"), "timeoutAt": max, "tags": { "resonate:target": "poll://any@nobody", "resonate:delay": "99999999999999999999999" } }), now),
-            ("promise.create", json!({ "id": p("delay3"), "timeoutAt": max, "tags": { "resonate:target": "poll://any@nobody", "resonate:delay": "-1" } }), now),
+            ("promise.create", json!({ "id": p("delay"), "timeoutAt": max, "tags": { "resonate:target": address, "resonate:delay": (max - 1).to_string() } }), now),
+            ("promise.create", json!({ "id": p("delay2"), "timeoutAt": max, "tags": { "resonate:target": address, "resonate:delay": "99999999999999999999999" } }), now),
+            ("promise.create", json!({ "id": p("delay3"), "timeoutAt": max, "tags": { "resonate:target": address, "resonate:delay": "-1" } }), now),
             ("task.acquire", json!({ "id": p("max"), "version": 0, "pid": "w", "ttl": max }), now),
             ("task.heartbeat", json!({ "pid": "w", "tasks": [{ "id": p("max"), "version": 1 }, { "id": p("max"), "version": max }] }), now),
             ("task.fence", json!({ "id": p("max"), "version": 1, "action": { "kind": "promise.create", "head": {}, "data": { "id": p("child"), "timeoutAt": max, "tags": target } } }), now),
@@ -420,8 +461,97 @@ fn extreme_numbers_are_accepted_or_refused_never_a_5xx() {
             failures.push(format!("{kind} {data} at {now}: {status} {env}"));
         }
     }
-    assert_eq!(c.get("/health").map(|r| r.status).ok(), Some(200), "the server stopped answering");
+    assert!(ready(&server.endpoint()), "the server stopped answering");
     let log = server.log();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
     assert!(failures.is_empty(), "{} requests got a 5xx:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Over NATS: requests whose answer has nowhere to go, or a bad place named. Where there is
+/// somewhere to answer (the `Resonate-Reply-To` subject, else the NATS reply subject) a bad
+/// request gets its 4xx envelope there and nowhere else; where there is not (no header and no
+/// reply subject, or a header that names no subject and no reply subject) nothing is answered
+/// and nothing applied, even a valid create (spec/choices.yaml nats-reply). No part of a bad
+/// header ever becomes a subject. The store stays as it was and the server answers afterwards.
+#[test]
+fn over_nats_bad_reply_addresses_are_answered_where_possible_and_change_nothing() {
+    if !speaks_nats(&target()) {
+        eprintln!("badinput ({}): reply addresses: skipped, NATS only (the target speaks HTTP)", target());
+        return;
+    }
+    let (server, baseline) = seeded();
+    let Endpoint::Nats(at) = server.endpoint() else { unreachable!("{} speaks NATS", target()) };
+    let mut nats = Nats::connect(at.nats).expect("the NATS server answers");
+    let subject = format!("{}.default", at.prefix);
+    // Where a header's first word would go if it were taken for a subject.
+    let trap = format!("trap.{}", nats::unique());
+    nats.subscribe(&trap, None).unwrap();
+    nats.subscribe(&format!("{trap}.>"), None).unwrap();
+    let (a, b) = (nats.new_inbox().unwrap(), nats.new_inbox().unwrap());
+    nats.flush().unwrap();
+
+    let envelope = |kind: &str, data: Value| json!({ "kind": kind, "head": { "corrId": "bad", "version": VERSION }, "data": data }).to_string();
+    let get = envelope("promise.get", json!({ "id": "nx" }));
+    let create = envelope("promise.create", json!({ "id": "applied", "timeoutAt": FAR }));
+    let garbage = "\u{1}{not json";
+    let header = |value: &str| format!("NATS/1.0\r\n{REPLY_TO}: {value}\r\n\r\n");
+    /// What it is, its header block, its NATS reply subject, its payload, and the inbox and
+    /// status of the one answer it must get.
+    type Publish<'a> = (String, String, Option<&'a str>, &'a str, Option<(&'a str, u16)>);
+    let mut cases: Vec<Publish> = vec![
+        ("header".into(), header(&a), None, &get, Some((&a, 404))),
+        ("reply subject".into(), String::new(), Some(&b), &get, Some((&b, 404))),
+        ("header and reply subject".into(), header(&a), Some(&b), &get, Some((&a, 404))),
+        ("lower-case header name".into(), format!("NATS/1.0\r\nresonate-reply-to: {a}\r\n\r\n"), None, &get, Some((&a, 404))),
+        ("garbage, header".into(), header(&a), None, garbage, Some((&a, 400))),
+        ("garbage, reply subject".into(), String::new(), Some(&b), garbage, Some((&b, 400))),
+        ("garbage, nowhere".into(), String::new(), None, garbage, None),
+        ("a valid create, nowhere".into(), String::new(), None, &create, None),
+        ("a valid create, other headers only".into(), "NATS/1.0\r\nOther: x\r\n\r\n".into(), None, &create, None),
+        ("a valid create, header line without a colon".into(), format!("NATS/1.0\r\n{REPLY_TO} {a}\r\n\r\n"), None, &create, None),
+    ];
+    let bad = ["", "a..b", ".a", "a.", "a.*", "a.>", ">", "*", &format!("{trap} x"), &format!("{trap}\tx"), &format!("{trap}\u{1}x")];
+    for value in &bad {
+        cases.push((format!("a valid create, header {value:?}, reply subject"), header(value), Some(&b), &create, Some((&b, 400))));
+        cases.push((format!("a valid create, header {value:?}, nowhere"), header(value), None, &create, None));
+    }
+
+    let mut failures = Vec::new();
+    for (what, block, reply, payload, answer) in &cases {
+        nats.publish_block(&subject, *reply, block.as_bytes(), payload.as_bytes()).unwrap();
+        let Some((inbox, status)) = answer else { continue };
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let Some(msg) = nats.next_msg(deadline.saturating_duration_since(Instant::now())).unwrap() else {
+                failures.push(format!("{what}: no answer on {inbox} within {ANSWER_TIMEOUT:?}"));
+                break;
+            };
+            let text = String::from_utf8_lossy(&msg.payload).into_owned();
+            if msg.subject != *inbox {
+                failures.push(format!("{what}: an answer where none belongs, on {}: {text}", msg.subject));
+                continue;
+            }
+            let env: Value = serde_json::from_str(&text).unwrap_or_default();
+            let message = env["data"].as_str().unwrap_or_default();
+            if env["head"]["status"] != json!(status) || message.is_empty() {
+                failures.push(format!("{what}: answered {text}, wanted {status} with a message"));
+            }
+            break;
+        }
+    }
+    // Anything still to come would answer a request that has nowhere to be answered.
+    assert!(ready(&server.endpoint()), "the server stopped answering");
+    while let Some(msg) = nats.next_msg(Duration::from_millis(500)).unwrap() {
+        failures.push(format!("an answer where none belongs, on {}: {}", msg.subject, String::from_utf8_lossy(&msg.payload)));
+    }
+    let snap = ok(&mut server.conn(), "debug.snap", json!({}));
+    if snap != baseline {
+        failures.push(format!("the store changed: before {baseline}\nafter {snap}"));
+    }
+    let log = server.log();
+    if log.contains("panicked") {
+        failures.push(format!("the server panicked:\n{log}"));
+    }
+    eprintln!("badinput ({}): {} requests with a missing, malformed or invalid reply address", target(), cases.len());
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
