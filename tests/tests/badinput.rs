@@ -555,3 +555,29 @@ fn over_nats_bad_reply_addresses_are_answered_where_possible_and_change_nothing(
     eprintln!("badinput ({}): {} requests with a missing, malformed or invalid reply address", target(), cases.len());
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Over NATS an answer can be larger than the NATS server carries: a search finding two
+/// promises whose params each fill three fifths of `max_payload`. The asker must still get an
+/// answer (an envelope that fits), and the server must keep its NATS connection, which the NATS
+/// server closes on a message over the limit (losing every other answer on its way).
+#[test]
+fn over_nats_an_answer_over_max_payload_is_still_an_answer() {
+    if !speaks_nats(&target()) {
+        eprintln!("badinput ({}): answers over max_payload: skipped, NATS only (the target speaks HTTP)", target());
+        return;
+    }
+    let server = Server::start(&build(&target()), &["--debug"]);
+    let Endpoint::Nats(at) = server.endpoint() else { unreachable!("{} speaks NATS", target()) };
+    let max = Nats::connect(at.nats).expect("the NATS server answers").max_payload();
+    let mut c = server.conn();
+    let param = "A".repeat(max * 3 / 5 / 4 * 4);
+    for id in ["big.1", "big.2"] {
+        ok(&mut c, "promise.create", json!({ "id": id, "timeoutAt": FAR, "param": { "data": param } }));
+    }
+    let search = json!({ "kind": "promise.search", "head": { "corrId": "big", "version": VERSION }, "data": { "limit": 10 } });
+    let answer = server.endpoint().conn(ANSWER_TIMEOUT).rpc(search.to_string().as_bytes());
+    let log = server.log();
+    assert!(!log.contains("connection dropped"), "the server lost its NATS connection:\n{log}");
+    let answer = answer.unwrap_or_else(|e| panic!("a promise.search whose answer is over {max} bytes: {e}"));
+    assert!((400..600).contains(&answer.status), "answered {} {}", answer.status, answer.text());
+}
