@@ -3,7 +3,8 @@
 //! one without), runs the conformance suite against them (`resonate-conform` from tests/), and
 //! stops them.
 
-use crate::manifest::{Manifest, Transport};
+use crate::manifest::{Auth, Manifest, Transport};
+use resonate_tests::jwt::AdminKey;
 use crate::Repo;
 use anyhow::{bail, Context, Result};
 use std::net::TcpListener;
@@ -67,7 +68,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Starts one instance in `dir` with a fresh store and waits until it is ready.
-fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, Endpoint)> {
+fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool, key: Option<&AdminKey>) -> Result<(Running, Endpoint)> {
     let (store, database) = fresh_store(m, dir)?;
     let mut cmd = Command::new(bin);
     let endpoint = match m.transport {
@@ -85,6 +86,9 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool) -> Result<(Running, 
     cmd.args(store);
     if debug {
         cmd.arg("--debug");
+    }
+    if let Some(key) = key {
+        cmd.arg("--auth-publickey").arg(&key.public_key);
     }
     let log = std::fs::File::create(dir.join("server.log"))?;
     let child = cmd.stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("cannot start {}", bin.display()))?;
@@ -112,13 +116,19 @@ pub fn conform(repo: &Repo, m: &Manifest) -> Result<bool> {
     std::fs::create_dir_all(&debug_dir)?;
     std::fs::create_dir_all(&plain_dir)?;
     let server = bins.join(format!("resonate-{}", m.name));
-    let (_debug, endpoint) = start(&server, m, &debug_dir, true)?;
-    let (_plain, plain) = start(&server, m, &plain_dir, false)?;
+    // A target with auth runs the suite with an admin token in every request.
+    let key = match m.auth {
+        Auth::Jwt => Some(AdminKey::new(&dir).map_err(anyhow::Error::msg)?),
+        Auth::None => None,
+    };
+    let (_debug, endpoint) = start(&server, m, &debug_dir, true, key.as_ref())?;
+    let (_plain, plain) = start(&server, m, &plain_dir, false, key.as_ref())?;
     eprintln!("conform {}: running against {endpoint} (and {plain} without --debug)", m.name);
-    let status = Command::new(bins.join("resonate-conform"))
-        .args(["--url", &endpoint.to_string(), "--plain", &plain.to_string()])
-        .stdin(Stdio::null())
-        .status()?;
+    let mut suite = Command::new(bins.join("resonate-conform"));
+    if let Some(key) = &key {
+        suite.env("RESONATE_TOKEN", &key.token);
+    }
+    let status = suite.args(["--url", &endpoint.to_string(), "--plain", &plain.to_string()]).stdin(Stdio::null()).status()?;
     if status.success() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {

@@ -22,13 +22,16 @@ use serde_json::{json, Value};
 /// The protocol version every request carries.
 const PROTOCOL_VERSION: &str = "2026-04-01";
 
-/// Sends one protocol request, `{"kind", "head": {"corrId": "c", "version", ["resonate:debug_time": now]}, "data"}`,
+/// Sends one protocol request, `{"kind", "head": {"corrId": "c", "version", ["resonate:debug_time": now], ["auth": admin token]}, "data"}`,
 /// over `conn` (as `POST /` for an HTTP [`client::Client`]) and returns the status and the
 /// parsed JSON response. Panics if the request fails or the response is not JSON.
 pub fn call(conn: &mut impl Rpc, kind: &str, data: Value, now: Option<i64>) -> (u16, Value) {
     let mut head = json!({ "corrId": "c", "version": PROTOCOL_VERSION });
     if let Some(now) = now {
         head["resonate:debug_time"] = json!(now);
+    }
+    if let Some(token) = jwt::admin_token() {
+        head["auth"] = json!(token);
     }
     let request = json!({ "kind": kind, "head": head, "data": data });
     let response = conn

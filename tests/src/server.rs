@@ -1,6 +1,7 @@
 //! Building generated servers and running them as real processes.
 
 use crate::client::{Client, IO_TIMEOUT};
+use crate::jwt::AdminKey;
 use crate::transport::{Conn, Endpoint, NatsEndpoint, Rpc};
 use serde_json::json;
 use std::collections::HashMap;
@@ -46,11 +47,19 @@ pub fn target() -> String {
 /// Whether `target` speaks NATS (`transport: nats` in targets/<target>.yaml); a binary that is
 /// no target's, such as a mutant, speaks HTTP.
 pub fn speaks_nats(target: &str) -> bool {
+    manifest(target)["transport"].as_str() == Some("nats")
+}
+
+/// Whether `target`'s requests must carry a JWT (`auth: jwt` in its manifest).
+pub fn has_auth(target: &str) -> bool {
+    manifest(target)["auth"].as_str() == Some("jwt")
+}
+
+/// `targets/<target>.yaml`, or null for a binary that is no target (a mutant, say).
+fn manifest(target: &str) -> serde_yaml::Value {
     let path = repo_root().join("targets").join(format!("{target}.yaml"));
-    let Ok(text) = fs::read_to_string(&path) else { return false };
-    let manifest: serde_yaml::Value =
-        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    manifest["transport"].as_str() == Some("nats")
+    let Ok(text) = fs::read_to_string(&path) else { return serde_yaml::Value::Null };
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Where test databases are created: `RESONATE_POSTGRES_ADMIN_URL`, by default the local
@@ -272,6 +281,11 @@ impl Server {
     fn start_with(bin: &Path, args: &[&str], database: Option<Arc<Database>>, endpoint: Endpoint) -> Server {
         let dir = fresh_dir();
         let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if has_auth(name.strip_prefix("resonate-").unwrap_or(&name)) && !args.iter().any(|a| a == "--auth-publickey") {
+            // Held to the suites like any target, with an admin token in every request.
+            args.extend(["--auth-publickey".to_string(), AdminKey::shared().public_key.display().to_string()]);
+        }
         if let Some(db) = &database {
             args.extend([db.flag().to_string(), db.url.clone()]);
         }
