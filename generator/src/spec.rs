@@ -23,6 +23,33 @@ pub struct Spec {
     pub choices: Vec<Choice>,
     /// Inbound auth for targets with `auth: jwt` (`auth.yaml`).
     pub auth: Auth,
+    /// What resonate-ctl says beyond the protocol (`ctl.yaml`).
+    pub ctl: Ctl,
+}
+
+/// `ctl.yaml`: the command line's words beyond the protocol (samples, verbs, extra help).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ctl {
+    /// Sample values by `<kind>.<field>`, `<group>.<field>` or `<field>`.
+    pub samples: BTreeMap<String, String>,
+    /// The flag that stands for each settle state.
+    pub settle_verbs: BTreeMap<String, String>,
+    /// Per kind, where the spec's doc is not enough.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, CtlKind>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtlKind {
+    #[serde(default)]
+    pub help: String,
+    /// Nested field path -> the field of the request whose value it takes.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
+    #[serde(default)]
+    pub examples: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,6 +282,18 @@ pub struct Field {
     pub optional: bool,
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// For an `int`: whether it is an instant or a duration (both in milliseconds).
+    pub unit: Option<Unit>,
+}
+
+/// What an `int` field measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// A point in time, Unix milliseconds.
+    Instant,
+    /// A length of time in milliseconds.
+    Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -479,6 +518,7 @@ impl Spec {
             config: read_yaml(&dir.join("config.yaml"))?,
             choices: read_yaml(&dir.join("choices.yaml"))?,
             auth: read_yaml(&dir.join("auth.yaml"))?,
+            ctl: read_yaml(&dir.join("ctl.yaml"))?,
         };
         spec.validate(dir)?;
         Ok(spec)
@@ -519,6 +559,12 @@ impl Spec {
             for (i, f) in kind.fields.iter().enumerate() {
                 for (j, c) in f.checks.iter().enumerate() {
                     need("kinds.yaml", format!("{name}.fields[{i}].checks[{j}]"), c.error())?;
+                }
+                if f.unit.is_some() && f.ty != FieldType::Int {
+                    bail!(
+                        "{}: at `{name}.fields[{i}].unit`: only int fields have a unit",
+                        dir.join("kinds.yaml").display()
+                    );
                 }
                 let nested = matches!(f.ty, FieldType::Action | FieldType::Actions);
                 match (&f.of, nested) {
@@ -564,6 +610,16 @@ impl Spec {
                     dir.join(file).display(),
                     crate::manifest::FEATURES.join(", ")
                 );
+            }
+        }
+        for name in self.ctl.kinds.keys() {
+            if !self.kinds.iter().any(|(n, _)| n == name) {
+                bail!("{}: at `kinds.{name}`: unknown kind (kinds.yaml lists them)", dir.join("ctl.yaml").display());
+            }
+        }
+        for state in self.ctl.settle_verbs.keys() {
+            if !self.records.states.get("settle_state").is_some_and(|s| s.contains(state)) {
+                bail!("{}: at `settle_verbs.{state}`: not a settle_state of records.yaml", dir.join("ctl.yaml").display());
             }
         }
         if let Some(unused) = self.errors.keys().find(|e| !used.contains(*e)) {
