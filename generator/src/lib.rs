@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod conform;
+pub mod ctl;
 pub mod manifest;
 pub mod render;
 pub mod spec;

@@ -15,6 +15,8 @@ mod bench;
 ///   resonate-gen --store sqlite --transport http     # renders generated/sqlite-http
 ///   resonate-gen --store sqlite --transport http --auth jwt   # renders generated/sqlite-http-jwt
 ///   cargo run --manifest-path generated/sqlite-http/Cargo.toml -- --help
+///   resonate-gen ctl                                 # renders generated/resonate-ctl (command line + MCP server)
+///   resonate-gen --all                               # renders every target and resonate-ctl
 ///   resonate-gen check                               # CI: fail if generated/ is stale
 #[derive(Parser)]
 #[command(name = "resonate-gen", version, verbatim_doc_comment)]
@@ -34,6 +36,9 @@ struct Cli {
     /// Render this manifest file instead of one from targets/.
     #[arg(long, value_name = "FILE")]
     target: Option<PathBuf>,
+    /// Render every target in targets/ and resonate-ctl into generated/.
+    #[arg(long, conflicts_with_all = ["store", "target", "out"])]
+    all: bool,
     /// Write the crate here instead of generated/<target>/.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -45,6 +50,13 @@ enum Command {
     Check,
     /// List the targets and what each contains.
     List,
+    /// Render generated/resonate-ctl: a command line and MCP server with one subcommand and one
+    /// tool per request kind of spec/kinds.yaml.
+    Ctl {
+        /// Write the crate here instead of generated/resonate-ctl/.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Build a target, start it on free loopback ports with a fresh store, run the conformance
     /// suite (tests/) against it and print a per-section report.
     Conform {
@@ -109,6 +121,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let repo = Repo::find(&std::env::current_dir()?)?;
     match cli.command {
         Some(Command::Check) => check_all(&repo),
+        Some(Command::Ctl { out }) => {
+            let files = resonate_gen::ctl::render(&repo.spec()?)?;
+            let out = out.unwrap_or_else(|| repo.generated_dir(resonate_gen::ctl::CRATE));
+            write(&out, &files)?;
+            println!("rendered {} files of {} into {}", files.len(), resonate_gen::ctl::CRATE, out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Conform { target, all }) => {
             let targets = Manifest::load_all(&repo.targets_dir())?;
             let chosen: Vec<&Manifest> = if all {
@@ -166,6 +185,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        None if cli.all => {
+            let spec = repo.spec()?;
+            for m in Manifest::load_all(&repo.targets_dir())? {
+                let files = render::render(&spec, &m)?;
+                write(&repo.generated_dir(&m.name), &files)?;
+                println!("rendered {} files of {}", files.len(), m.name);
+            }
+            let files = resonate_gen::ctl::render(&spec)?;
+            write(&repo.generated_dir(resonate_gen::ctl::CRATE), &files)?;
+            println!("rendered {} files of {}", files.len(), resonate_gen::ctl::CRATE);
+            Ok(ExitCode::SUCCESS)
+        }
         None => {
             let manifest = match (cli.target, cli.store, cli.transport) {
                 (Some(path), _, _) => Manifest::load(&path)?,
@@ -174,7 +205,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 _ => bail!(
                     "nothing to render: pass --store and --transport (e.g. --store sqlite --transport http), \
-                     --target FILE, or a subcommand (check, list); see --help"
+                     --target FILE, --all, or a subcommand (check, list, ctl); see --help"
                 ),
             };
             let spec = repo.spec()?;
@@ -202,13 +233,23 @@ fn check_all(repo: &Repo) -> Result<ExitCode> {
         }
         stale += drift.len();
     }
+    let ctl = resonate_gen::ctl::render(&spec)?;
+    let drift = check(&repo.generated_dir(resonate_gen::ctl::CRATE), &ctl)?;
+    if drift.is_empty() {
+        println!("{}: up to date ({} files)", resonate_gen::ctl::CRATE, ctl.len());
+    }
+    for d in &drift {
+        println!("{d}");
+    }
+    stale += drift.len();
     if stale > 0 {
         println!(
-            "{stale} file(s) differ from a fresh render. Regenerate with `resonate-gen --store <store> --transport <transport> [--auth jwt]` \
+            "{stale} file(s) differ from a fresh render. Regenerate with `resonate-gen --all` (or one target: \
+             `resonate-gen --store <store> --transport <transport> [--auth jwt]`, or `resonate-gen ctl`) \
              (never edit generated/ by hand), review the diff, commit."
         );
         return Ok(ExitCode::FAILURE);
     }
-    println!("all {} targets up to date", targets.len());
+    println!("all {} targets and {} up to date", targets.len(), resonate_gen::ctl::CRATE);
     Ok(ExitCode::SUCCESS)
 }

@@ -181,6 +181,11 @@ fn the_check_command_fails_with_a_unified_diff() {
         let render = Command::new(bin).current_dir(&dir).args(args).output().unwrap();
         assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
     }
+    let missing = Command::new(bin).current_dir(&dir).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&missing.stdout);
+    assert!(!missing.status.success() && stdout.contains("resonate-ctl/Cargo.toml is missing"), "{stdout}");
+    let render = Command::new(bin).current_dir(&dir).arg("ctl").output().unwrap();
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
     let ok = Command::new(bin).current_dir(&dir).arg("check").output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
 
@@ -202,4 +207,45 @@ fn a_flag_combination_error_is_one_line_that_teaches() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--store") && err.contains("--transport"), "{err}");
+}
+
+/// The `Kind { … }` entries of resonate-ctl's rendered table: (name, group, verb, tool).
+fn ctl_entries(spec: &Spec) -> Vec<(String, String, String, String)> {
+    let files = resonate_gen::ctl::render(spec).unwrap();
+    let table = &files.iter().find(|f| f.path == "src/kinds.rs").expect("resonate-ctl has src/kinds.rs").contents;
+    let field = |entry: &str, key: &str| -> String {
+        let at = entry.find(&format!("{key}: \"")).unwrap_or_else(|| panic!("no {key} in {entry}")) + key.len() + 3;
+        entry[at..].split('"').next().unwrap().to_string()
+    };
+    table.split("    Kind {").skip(1).map(|e| (field(e, "name"), field(e, "group"), field(e, "verb"), field(e, "tool"))).collect()
+}
+
+#[test]
+fn every_kind_has_a_resonate_ctl_subcommand_and_mcp_tool() {
+    let spec = Spec::load(&root().join("spec")).unwrap();
+    let entries = ctl_entries(&spec);
+    for (name, _) in &spec.kinds {
+        let (_, group, verb, tool) = entries
+            .iter()
+            .find(|(n, ..)| n == name)
+            .unwrap_or_else(|| panic!("spec/kinds.yaml has {name}, resonate-ctl has no subcommand or MCP tool for it"));
+        let (g, v) = name.split_once('.').unwrap();
+        assert_eq!((group.as_str(), verb.as_str()), (g, v.replace('_', "-").as_str()), "{name}");
+        assert_eq!(tool, &name.replace('.', "_"), "{name}");
+    }
+    assert_eq!(entries.len(), spec.kinds.len(), "resonate-ctl has a kind the spec does not");
+
+    // A kind added to the spec is a command and a tool at the next render, with nothing else to
+    // write but its fields' samples; a field without one fails the render, naming spec/ctl.yaml.
+    let dir = scratch("ctl-new-kind");
+    let kinds = dir.join("spec/kinds.yaml");
+    let added = "\npromise.touch:\n  doc: Touches a promise.\n  auth: [id]\n  fields:\n    - { name: id, type: string }\n  guards: []\n  effects: []\n  response: \"200 {}\"\n";
+    std::fs::write(&kinds, std::fs::read_to_string(&kinds).unwrap() + added).unwrap();
+    let spec = Spec::load(&dir.join("spec")).unwrap();
+    assert!(ctl_entries(&spec).iter().any(|(n, g, v, t)| (n.as_str(), g.as_str(), v.as_str(), t.as_str()) == ("promise.touch", "promise", "touch", "promise_touch")));
+    let with_field = added.replace("type: string }", "type: string }\n    - { name: colour, type: string }");
+    std::fs::write(&kinds, std::fs::read_to_string(root().join("spec/kinds.yaml")).unwrap() + &with_field).unwrap();
+    let spec = Spec::load(&dir.join("spec")).unwrap();
+    let err = format!("{:#}", resonate_gen::ctl::render(&spec).unwrap_err());
+    assert!(err.contains("spec/ctl.yaml") && err.contains("colour") && err.contains("promise.touch"), "{err}");
 }
