@@ -20,8 +20,12 @@ pub fn answer(answer: &Answer, now: i64) -> String {
     if fields.is_empty() {
         return "ok\n".to_string();
     }
+    // debug.snap, and anything a newer server may answer: the JSON itself, values decoded.
+    const SHOWN: [&str; 9] = ["promise", "task", "schedule", "promises", "tasks", "schedules", "cursor", "preload", "action"];
+    if fields.keys().any(|k| !SHOWN.contains(&k.as_str())) {
+        return format!("{}\n", serde_json::to_string_pretty(&crate::values::decoded(data)).unwrap_or_default());
+    }
     let mut out = String::new();
-    let mut known = false;
     if let Some(inner) = data.get("action") {
         // task.fence: the inner request's answer.
         let status = inner.pointer("/head/status").and_then(Value::as_u64).unwrap_or(0);
@@ -36,11 +40,10 @@ pub fn answer(answer: &Answer, now: i64) -> String {
     }
     for (key, show) in [("task", task as fn(&Value, i64) -> String), ("promise", promise), ("schedule", schedule)] {
         if let Some(record) = data.get(key) {
-            if known {
+            if !out.is_empty() {
                 out.push('\n');
             }
             out.push_str(&show(record, now));
-            known = true;
         }
     }
     for (key, line) in [("promises", promise_line as fn(&Value, i64) -> String), ("tasks", task_line), ("schedules", schedule_line)] {
@@ -52,18 +55,12 @@ pub fn answer(answer: &Answer, now: i64) -> String {
                 out.push_str(&line(item, now));
                 out.push('\n');
             }
-            known = true;
         }
     }
     if let Some(cursor) = data.get("cursor").and_then(Value::as_str) {
         let _ = writeln!(out, "more: --cursor {} (or --all)", crate::cli::quote(cursor));
     }
-    if known {
-        out
-    } else {
-        // debug.snap and anything new: the JSON itself, values decoded.
-        format!("{}\n", serde_json::to_string_pretty(&crate::values::decoded(data)).unwrap_or_default())
-    }
+    out
 }
 
 fn rows(rows: &[(&str, String)]) -> String {

@@ -177,17 +177,27 @@ impl Drop for Database {
 /// Builds `generated/<target>` (debug profile) once per process and returns the path of its
 /// `resonate-<target>` binary. Panics with Cargo's output if the build fails.
 pub fn build(target: &str) -> PathBuf {
+    build_crate(target, &format!("resonate-{target}"))
+}
+
+/// Builds `generated/resonate-ctl`, the command line and MCP server, like [`build`].
+pub fn build_ctl() -> PathBuf {
+    build_crate("resonate-ctl", "resonate-ctl")
+}
+
+/// Builds `generated/<dir>` (debug profile) once per process; returns the path of its `bin`.
+fn build_crate(dir: &str, bin_name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     // Held across the build, so concurrent tests wait for one build instead of racing.
     let mut built = BUILT
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if let Some(bin) = built.get(target) {
+    if let Some(bin) = built.get(dir) {
         return bin.clone();
     }
     let root = repo_root();
-    let manifest = root.join("generated").join(target).join("Cargo.toml");
+    let manifest = root.join("generated").join(dir).join("Cargo.toml");
     let target_dir = target_dir();
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
@@ -210,14 +220,14 @@ pub fn build(target: &str) -> PathBuf {
     }
     let bin = target_dir
         .join("debug")
-        .join(format!("resonate-{target}{}", env::consts::EXE_SUFFIX));
+        .join(format!("{bin_name}{}", env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
         "cargo built {} but {} is missing",
         manifest.display(),
         bin.display()
     );
-    built.insert(target.to_owned(), bin.clone());
+    built.insert(dir.to_owned(), bin.clone());
     bin
 }
 
@@ -452,7 +462,7 @@ fn free_port() -> u16 {
 }
 
 /// A new, empty directory under the system temp dir, unique within and across processes.
-fn fresh_dir() -> PathBuf {
+pub fn fresh_dir() -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = env::temp_dir().join(format!("resonate-tests-{}-{n}", std::process::id()));

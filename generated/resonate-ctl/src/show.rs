@@ -21,8 +21,24 @@ pub fn answer(answer: &Answer, now: i64) -> String {
     if fields.is_empty() {
         return "ok\n".to_string();
     }
+    const SHOWN: [&str; 9] = [
+        "promise",
+        "task",
+        "schedule",
+        "promises",
+        "tasks",
+        "schedules",
+        "cursor",
+        "preload",
+        "action",
+    ];
+    if fields.keys().any(|k| !SHOWN.contains(&k.as_str())) {
+        return format!(
+            "{}\n", serde_json::to_string_pretty(& crate ::values::decoded(data))
+            .unwrap_or_default()
+        );
+    }
     let mut out = String::new();
-    let mut known = false;
     if let Some(inner) = data.get("action") {
         let status = inner.pointer("/head/status").and_then(Value::as_u64).unwrap_or(0);
         let kind = inner.get("kind").and_then(Value::as_str).unwrap_or("?");
@@ -50,11 +66,10 @@ pub fn answer(answer: &Answer, now: i64) -> String {
         ("schedule", schedule),
     ] {
         if let Some(record) = data.get(key) {
-            if known {
+            if !out.is_empty() {
                 out.push('\n');
             }
             out.push_str(&show(record, now));
-            known = true;
         }
     }
     for (key, line) in [
@@ -70,7 +85,6 @@ pub fn answer(answer: &Answer, now: i64) -> String {
                 out.push_str(&line(item, now));
                 out.push('\n');
             }
-            known = true;
         }
     }
     if let Some(cursor) = data.get("cursor").and_then(Value::as_str) {
@@ -78,14 +92,7 @@ pub fn answer(answer: &Answer, now: i64) -> String {
             out, "more: --cursor {} (or --all)", crate ::cli::quote(cursor)
         );
     }
-    if known {
-        out
-    } else {
-        format!(
-            "{}\n", serde_json::to_string_pretty(& crate ::values::decoded(data))
-            .unwrap_or_default()
-        )
-    }
+    out
 }
 fn rows(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
