@@ -5,6 +5,7 @@
 
 use resonate_tests::call;
 use resonate_tests::server::{build, build_ctl, fresh_dir, Server};
+use resonate_tests::transport::Endpoint;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -351,68 +352,16 @@ fn the_mcp_server_over_stdio_drives_a_live_server() {
     assert_eq!(snap_tool["promises"].as_array().unwrap().len(), 3);
 }
 
-/// A sqlite-nats server on the local nats-server, in a queue group and prefix of its own.
-struct NatsServer {
-    child: Child,
-    dir: PathBuf,
-    prefix: String,
-}
-
-impl NatsServer {
-    fn start() -> NatsServer {
-        let bin = build("sqlite-nats");
-        let dir = fresh_dir();
-        let unique = format!("ctl{}x{}", std::process::id(), now_ms());
-        let prefix = format!("{unique}.requests");
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let child = Command::new(bin)
-            .args(["--nats-api-prefix", &prefix, "--nats-queue-group", &unique, "--debug", "--storage-sqlite-path"])
-            .arg(dir.join("resonate.db"))
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        NatsServer { child, dir, prefix }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("--- {} ---\n{}", self.dir.display(), self.log());
-        }
-    }
-}
-
 #[test]
 fn over_nats_against_sqlite_nats() {
-    let server = NatsServer::start();
+    // Subjects and a queue group of its own on the local nats-server; ready once it answers.
+    let server = Server::start(&build("sqlite-nats"), &["--debug"]);
+    let Endpoint::Nats(at) = server.endpoint() else { panic!("sqlite-nats speaks NATS") };
     let ctl = Ctl {
         bin: build_ctl(),
-        server: "nats://127.0.0.1:4222".into(),
-        extra: vec!["--nats-api-prefix".into(), server.prefix.clone(), "--request-timeout".into(), "5s".into()],
+        server: format!("nats://{}", at.nats),
+        extra: vec!["--nats-api-prefix".into(), at.prefix.clone(), "--request-timeout".into(), "5s".into()],
     };
-    // Ready once it answers: until it subscribes, NATS says no one listens (exit 3).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let out = ctl.run(&["debug", "snap"]);
-        if out.status.success() {
-            break;
-        }
-        assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(Instant::now() < deadline, "sqlite-nats did not answer in 15 s:\n{}", server.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let created = ctl.json(&["promise", "create", "n-1", "--timeout", "1h", "--data", "[1,2]"]);
     assert_eq!(b64_json(created["promise"]["param"]["data"].as_str().unwrap()), json!([1, 2]));
@@ -423,13 +372,13 @@ fn over_nats_against_sqlite_nats() {
     assert_eq!(invoked["promise"]["tags"]["resonate:target"], "nats://resonate.recv.workers");
 
     // The MCP server over the same transport.
-    let mut mcp = Mcp::start_with(&ctl.bin, &["--server", &ctl.server, "--nats-api-prefix", &server.prefix, "mcp"]);
+    let mut mcp = Mcp::start_with(&ctl.bin, &["--server", &ctl.server, "--nats-api-prefix", &at.prefix, "mcp"]);
     mcp.initialize();
     let got = mcp.tool_json("promise_get", json!({ "id": "n-1" }));
     assert_eq!(got["promise"]["state"], "rejected_canceled");
 
     // A prefix no server takes: NATS says so at once, exit 3.
-    let nobody = Ctl { extra: vec!["--nats-api-prefix".into(), format!("{}-nobody.requests", server.prefix)], ..ctl };
+    let nobody = Ctl { extra: vec!["--nats-api-prefix".into(), format!("{}-nobody.requests", at.prefix)], ..ctl };
     let started = Instant::now();
     let out = nobody.run(&["promise", "get", "n-1"]);
     assert_eq!(out.status.code(), Some(3));
