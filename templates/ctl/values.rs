@@ -80,8 +80,9 @@ pub fn format_instant(ms: i64) -> String {
 
 /// Unix ms -> `2026-11-26T06:24:42.862Z (in 59m58s)` or `(3s ago)`.
 pub fn format_instant_relative(ms: i64, now: i64) -> String {
-    let delta = ms - now;
-    let when = if delta.abs() < 1_000 {
+    // To the nearest second: a deadline set an hour out reads "in 1h", not "in 59m59s".
+    let delta = (ms - now + 500).div_euclid(1_000) * 1_000;
+    let when = if delta == 0 {
         "now".to_string()
     } else if delta >= 0 {
         format!("in {}", format_duration(delta))
