@@ -385,3 +385,34 @@ fn over_nats_against_sqlite_nats() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no Resonate server subscribes"));
 }
+
+#[test]
+fn a_token_travels_as_head_auth_to_a_jwt_target() {
+    use resonate_tests::jwt::{b64url, eddsa_signature, openssl};
+    let dir = fresh_dir();
+    let (private, public) = (dir.join("key.pem"), dir.join("key.pub.pem"));
+    let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+    openssl(&["genpkey", "-algorithm", "ED25519", "-out", &path(&private)], b"").unwrap();
+    openssl(&["pkey", "-in", &path(&private), "-pubout", "-out", &path(&public)], b"").unwrap();
+    let token = |claims: Value| {
+        let input = format!("{}.{}", b64url(br#"{"alg":"EdDSA","typ":"JWT"}"#), b64url(claims.to_string().as_bytes()));
+        format!("{input}.{}", b64url(&eddsa_signature(&private, &input).unwrap()))
+    };
+    let exp = now_ms() / 1000 + 3600;
+    let server = Server::start(&build("sqlite-http-jwt"), &["--auth-publickey", &path(&public)]);
+    let ctl = Ctl::http(&server);
+
+    let none = ctl.run(&["promise", "create", "t-1", "--timeout", "1h"]);
+    assert_eq!((none.status.code(), String::from_utf8_lossy(&none.stderr).into_owned()), (Some(1), "Unauthorized\n".to_string()));
+    let scoped = Ctl { extra: vec!["--token".into(), token(json!({ "exp": exp, "prefix": "t-" }))], ..Ctl::http(&server) };
+    assert_eq!(scoped.json(&["promise", "create", "t-1", "--timeout", "1h"])["promise"]["id"], "t-1");
+    let outside = scoped.run(&["promise", "get", "u-1"]);
+    assert_eq!((outside.status.code(), String::from_utf8_lossy(&outside.stderr).into_owned()), (Some(1), "Forbidden\n".to_string()));
+    let by_env = Command::new(&ctl.bin)
+        .args(["--server", &ctl.server, "promise", "get", "t-1", "--json"])
+        .env("RESONATE_TOKEN", token(json!({ "exp": exp, "role": "admin" })))
+        .output()
+        .unwrap();
+    assert!(by_env.status.success(), "{}", String::from_utf8_lossy(&by_env.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+}
