@@ -1,7 +1,8 @@
 //! `resonate-gen conform`: builds a target, starts it on free loopback ports (a NATS target: on
 //! subjects of its own on the local NATS server) with fresh stores (one instance with `--debug`,
 //! one without), runs the conformance suite against them (`resonate-conform` from tests/), and
-//! stops them.
+//! stops them. The suite inherits the environment, so `RESONATE_TRACES_DIR` and
+//! `RESONATE_TRACES_REQUIRED` reach its traces section.
 
 use crate::manifest::{Auth, Manifest, Transport};
 use resonate_tests::jwt::AdminKey;

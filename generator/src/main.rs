@@ -59,6 +59,10 @@ enum Command {
     },
     /// Build a target, start it on free loopback ports with a fresh store, run the conformance
     /// suite (tests/) against it and print a per-section report.
+    ///
+    /// The traces section replays traces recorded against the official server, read from
+    /// RESONATE_TRACES_DIR (default ../shared/protocol/traces from the repository root). When
+    /// they are absent it is reported NOT RUN and does not fail, unless RESONATE_TRACES_REQUIRED=1.
     Conform {
         /// The target to hold to the spec (a name from targets/), or --all.
         #[arg(long, required_unless_present = "all")]
@@ -144,6 +148,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for m in chosen {
                 if !resonate_gen::conform::conform(&repo, m)? {
                     failed.push(m.name.clone());
+                }
+            }
+            // Repeated after every target's report, so it is not lost above them.
+            if let Err(why) = resonate_tests::traces::dir() {
+                if !resonate_tests::traces::required() {
+                    println!("\n!!! conformance: the traces section was NOT RUN for any target: {why}");
                 }
             }
             if failed.is_empty() {

@@ -28,6 +28,14 @@ pub struct Outcome {
     pub section: String,
     pub case: String,
     pub failure: Option<String>,
+    /// Why the case was not run (its inputs are missing); such a case neither passed nor failed.
+    pub not_run: Option<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none() && self.not_run.is_none()
+    }
 }
 
 /// Fails the case with a formatted message unless the condition holds.
@@ -95,7 +103,20 @@ pub fn run_cases(section: &str, endpoint: &Endpoint, plain: Option<&Endpoint>, c
         .map(|case| {
             let mut session = Session::new(endpoint.clone(), plain.cloned());
             let failure = session.fresh().and_then(|()| (case.run)(&mut session)).err();
-            Outcome { section: section.to_string(), case: case.name.clone(), failure }
+            Outcome { section: section.to_string(), case: case.name.clone(), failure, not_run: None }
+        })
+        .collect()
+}
+
+/// Every case of a section that cannot run, each reported NOT RUN with the reason.
+pub fn not_run(section: &str, cases: &[Case], why: &str) -> Vec<Outcome> {
+    cases
+        .iter()
+        .map(|case| Outcome {
+            section: section.to_string(),
+            case: case.name.clone(),
+            failure: None,
+            not_run: Some(why.to_string()),
         })
         .collect()
 }
@@ -108,16 +129,48 @@ pub fn report(outcomes: &[Outcome]) -> String {
             sections.push(&o.section);
         }
     }
-    let mut out = format!("{:<14} {:>7} {:>7}  failed cases\n", "section", "passed", "failed");
+    let mut out = format!("{:<14} {:>7} {:>7} {:>10}  failed cases\n", "section", "passed", "failed", "not run");
     for s in &sections {
         let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.section == *s).collect();
+        let passed = of.iter().filter(|o| o.passed()).count();
         let failed: Vec<&str> = of.iter().filter(|o| o.failure.is_some()).map(|o| o.case.as_str()).collect();
-        out.push_str(&format!("{:<14} {:>7} {:>7}  {}\n", s, of.len() - failed.len(), failed.len(), failed.join(", ")));
+        let not_run = of.iter().filter(|o| o.not_run.is_some()).count();
+        let not_run = if not_run == 0 { "0".to_string() } else { format!("{not_run} NOT RUN") };
+        out.push_str(&format!("{:<14} {:>7} {:>7} {:>10}  {}\n", s, passed, failed.len(), not_run, failed.join(", ")));
     }
     for o in outcomes {
         if let Some(f) = &o.failure {
             out.push_str(&format!("\n--- {} / {}\n{f}\n", o.section, o.case));
         }
     }
+    let mut reasons: Vec<(&str, &str)> = Vec::new();
+    for o in outcomes {
+        if let Some(why) = &o.not_run {
+            if !reasons.contains(&(o.section.as_str(), why.as_str())) {
+                reasons.push((&o.section, why));
+            }
+        }
+    }
+    for (section, why) in reasons {
+        out.push_str(&format!(
+            "\n!!! section {section} NOT RUN: its cases neither passed nor failed and prove nothing.\n!!! {why}\n"
+        ));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_not_run_is_reported_loudly_and_never_as_passed() {
+        let cases = [Case::new("a", |_| Ok(())), Case::new("b", |_| Ok(()))];
+        let outcomes = not_run("traces", &cases, "no traces directory at /x");
+        assert!(outcomes.iter().all(|o| !o.passed() && o.failure.is_none()));
+        let text = report(&outcomes);
+        assert!(text.contains("traces               0       0  2 NOT RUN"), "{text}");
+        assert!(text.contains("!!! section traces NOT RUN"), "{text}");
+        assert!(text.contains("no traces directory at /x"), "{text}");
+    }
 }

@@ -1,14 +1,52 @@
-//! Section "traces": replays of the traces recorded against the official server
-//! (../shared/protocol/traces). Each line's request is sent at the line's `now` and the answer
-//! must equal the recorded one; where it may not, the difference is named by its entry in
-//! spec/choices.yaml. Against a NATS target the recorded `poll://` addresses are replayed as the
-//! same workers' `nats://` subjects (choices.yaml nats-addresses).
+//! Section "traces": replays of the traces recorded against the official server. Each line's
+//! request is sent at the line's `now` and the answer must equal the recorded one; where it may
+//! not, the difference is named by its entry in spec/choices.yaml. Against a NATS target the
+//! recorded `poll://` addresses are replayed as the same workers' `nats://` subjects
+//! (choices.yaml nats-addresses).
+//!
+//! The recorded traces are not ours to commit: they are read from [`dir`] (`RESONATE_TRACES_DIR`,
+//! by default `../shared/protocol/traces` beside the repository). Without them the section is
+//! reported NOT RUN, never passed; with `RESONATE_TRACES_REQUIRED=1` (CI) their absence fails.
 
 use crate::conform::{Case, Check, Session};
 use crate::ensure;
 use crate::server::repo_root;
 use crate::transport::Endpoint;
 use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// Where the traces are looked for when `RESONATE_TRACES_DIR` is not set, from the repository root.
+pub const DEFAULT_DIR: &str = "../shared/protocol/traces";
+
+/// The directory the traces are read from: `RESONATE_TRACES_DIR` (a relative path is taken from
+/// the repository root), else [`DEFAULT_DIR`].
+pub fn configured_dir() -> PathBuf {
+    let dir = std::env::var_os("RESONATE_TRACES_DIR").filter(|d| !d.is_empty());
+    repo_root().join(dir.map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_DIR)))
+}
+
+/// The traces directory, or why the section cannot run.
+pub fn dir() -> Result<PathBuf, String> {
+    let dir = configured_dir();
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let how = match std::env::var_os("RESONATE_TRACES_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => format!("RESONATE_TRACES_DIR={}", d.to_string_lossy()),
+        None => format!("RESONATE_TRACES_DIR is unset, so the default {DEFAULT_DIR} was used"),
+    };
+    Err(format!(
+        "no traces directory at {} ({how}). The traces recorded against the official server are not \
+         part of this repository; point RESONATE_TRACES_DIR at a copy to replay them (spec/README.md, \
+         \"Recorded traces\")",
+        dir.display()
+    ))
+}
+
+/// Whether a missing traces directory fails the suite (`RESONATE_TRACES_REQUIRED=1`, as CI sets).
+pub fn required() -> bool {
+    std::env::var("RESONATE_TRACES_REQUIRED").is_ok_and(|v| v == "1")
+}
 
 pub fn cases() -> Vec<Case> {
     vec![
@@ -19,11 +57,10 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// The lines of a recorded trace, addressed as `s`'s server spells worker addresses; a missing
-/// file fails the case (a replay that skips proves nothing).
+/// file in a present directory fails the case (a replay that skips proves nothing).
 fn lines(s: &Session, name: &str) -> Result<Vec<Value>, String> {
-    let path = repo_root().join("../shared/protocol/traces").join(name);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {} ({e}); shared/ must lie beside the repository", path.display()))?;
+    let path = dir()?.join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
