@@ -390,7 +390,7 @@ impl Generator {
         Case::rpc(format!("{}: absent record", kind.name), body, Expect::Refusal(404, ""))
     }
 
-    /// An envelope broken at the envelope level (spec/protocol.yaml checks, OFFICIAL-SERVER.md §2).
+    /// An envelope broken at the envelope level (spec/protocol.yaml checks, spec/README.md "Envelope").
     fn bad_envelope(&mut self) -> Case {
         let kind = self.rng.pick(&self.kinds).name.clone();
         let mut env = self.envelope(&kind, json!({}));

@@ -1,5 +1,5 @@
-//! Section "checklist": one named case per conformance question C1–C12 of PROTOCOL.md §7,
-//! including the ones every known implementation got wrong (C3, C6, C8).
+//! Section "checklist": one named case per conformance question C1–C12 (spec/README.md,
+//! "Checklist"), including the ones every known implementation got wrong (C3, C6, C8).
 
 use crate::conform::{Case, Check, Session};
 use crate::ensure;

@@ -3,8 +3,8 @@
 //! [`check`] is Wing & Gong's search with Lowe's just-in-time refinement: an event may be placed
 //! next only if no unplaced event returned before it was called, and every (placed set, model
 //! state) configuration is explored at most once. For the protocol, [`Model`] is the sequential
-//! object, [`partition`] splits a history by origin (PROTOCOL.md §6), and [`record`] produces
-//! histories from concurrent clients of a live server.
+//! object, [`partition`] splits a history by origin (the id's prefix before its first `.`), and
+//! [`record`] produces histories from concurrent clients of a live server.
 
 use crate::client::IO_TIMEOUT;
 use crate::model::Model;
@@ -335,10 +335,10 @@ fn origin(id: &str) -> &str {
     id.split('.').next().unwrap_or(id)
 }
 
-/// Splits a history into its origins' sub-histories (PROTOCOL.md §6), each keeping the history's
-/// order. An op that names no id (`debug.tick`, for one) belongs to every partition, so its
-/// answer must not depend on other origins (`*.search` and `debug.snap` cannot be checked this
-/// way). Refuses a history in which one op names ids of two origins: partitions checked apart
+/// Splits a history into its origins' sub-histories (an origin is the id's prefix before its
+/// first `.`, by resonate's convention), each keeping the history's order. An op that names no
+/// id (`debug.tick`, for one) belongs to every partition, so its answer must not depend on other
+/// origins (`*.search` and `debug.snap` cannot be checked this way). Refuses a history in which one op names ids of two origins: partitions checked apart
 /// must not interact.
 ///
 /// A partition that is not linearizable proves the history is not. The converse holds for ops

@@ -1,5 +1,5 @@
 //! A reference model of the Resonate protocol as the generated servers implement it, written from
-//! `spec/*.yaml` and `PROTOCOL.md` §2–§4: one request at a time, with the materialised read
+//! `spec/*.yaml` and `spec/README.md` ("Reading the store" to "Internal rules"): one request at a time, with the materialised read
 //! discipline (a read that finds a projected timeout persists it, with its drains), coupled
 //! settlement, eager drains and dispatch, and the internal rules run by `debug.tick`.
 //!
@@ -594,7 +594,7 @@ impl Model {
     }
 
     /// Resumes `awaiter`'s task after `awaited` settled (inside R4): skipped if the awaiter's own
-    /// promise reads dead (checklist C6). R4 materialises what it reads (PROTOCOL.md §2).
+    /// promise reads dead (checklist C6). R4 materialises what it reads (spec/README.md "Reading the store").
     fn resume(&mut self, awaiter: &str, awaited: &str, now: i64) {
         if self.read(awaiter, now).is_none_or(|p| !p.pending()) {
             return;
@@ -642,7 +642,7 @@ impl Model {
         *self.fired.entry(rule).or_default() += 1;
     }
 
-    /// A new promise born at `born` (PROTOCOL.md §2 promise birth), with its task if targeted;
+    /// A new promise born at `born` (spec/README.md "Reading the store", birth), with its task if targeted;
     /// then rule R6 at `now` if the task is due (a schedule's promise is born at its occurrence).
     fn birth(&mut self, c: CreateReq, born: i64, now: i64) {
         let targeted = c.tags.contains_key(TARGET);
