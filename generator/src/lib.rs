@@ -57,7 +57,8 @@ impl Repo {
 pub fn write(out: &Path, files: &[File]) -> Result<()> {
     for f in files {
         let path = out.join(&f.path);
-        std::fs::create_dir_all(path.parent().expect("files live in a directory"))?;
+        let dir = path.parent().expect("files live in a directory");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the directory {}", dir.display()))?;
         std::fs::write(&path, &f.contents).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

@@ -221,6 +221,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let spec = repo.spec()?;
             let files = render::render(&spec, &manifest)?;
             let out = cli.out.unwrap_or_else(|| repo.generated_dir(&manifest.name));
+            if out.exists() && !out.is_dir() {
+                bail!(
+                    "--out {}: that is a file, and a target renders into a directory of files (Cargo.toml, \
+                     src/…); give --out a directory (it is created if missing) or leave --out out for \
+                     generated/{}/",
+                    out.display(),
+                    manifest.name
+                );
+            }
             write(&out, &files)?;
             println!("rendered {} files of {} into {}", files.len(), manifest.name, out.display());
             Ok(ExitCode::SUCCESS)

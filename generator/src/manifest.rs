@@ -127,12 +127,18 @@ impl Manifest {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let expected = Manifest::name_for(m.store, m.transport, m.auth);
         if stem != expected {
+            let auth = match m.auth {
+                Auth::None => "no auth".to_string(),
+                Auth::Jwt => "auth: jwt".to_string(),
+            };
             bail!(
-                "{}: a manifest with store {}, transport {} and auth {:?} must be named {expected}.yaml",
+                "{}: this manifest (store: {}, transport: {}, {auth}) must be named {expected}.yaml. A \
+                 manifest's file name is its target's name, <store>-<transport>[-jwt]: it names the crate \
+                 (resonate-{expected}) and its folder generated/{expected}/, and --store/--transport find it \
+                 by that name. Rename the file, or change store, transport or auth to match its name",
                 path.display(),
                 m.store.name(),
                 m.transport.name(),
-                m.auth
             );
         }
         m.name = expected;

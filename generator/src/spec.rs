@@ -486,8 +486,38 @@ pub fn read_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let de = serde_yaml::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
-        anyhow::anyhow!("{}: at `{}`: {}", path.display(), key, e.into_inner())
+        anyhow::anyhow!("{}: {}", path.display(), yaml_error(&key, &e.into_inner().to_string()))
     })
+}
+
+/// A YAML decoding error in the words of a YAML file: where (`at the top level` or `at
+/// `budget.crates``), the problem once (serde_yaml repeats the key path in front of its
+/// message), keys rather than fields, YAML value kinds rather than Rust types, and the line.
+fn yaml_error(key: &str, message: &str) -> String {
+    let parent = key.rsplit_once('.').map_or(".", |(parent, _)| parent);
+    let message = [key, parent].iter().find_map(|k| message.strip_prefix(&format!("{k}: "))).unwrap_or(message);
+    let (message, line) = match message.rsplit_once(" at line ") {
+        Some((m, l)) => (m, format!(" (line {})", l.replace(" column ", ", column "))),
+        None => (message, String::new()),
+    };
+    let mut message = message.replace("missing field", "missing key").replace("unknown field", "unknown key");
+    for (rust, yaml) in [
+        ("expected usize", "expected a whole number of at least 0"),
+        ("expected u64", "expected a whole number of at least 0"),
+        ("expected u32", "expected a whole number of at least 0"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected i64", "expected a whole number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a map", "expected a mapping (key: value lines)"),
+        ("expected a sequence", "expected a list"),
+    ] {
+        message = message.replace(rust, yaml);
+    }
+    // An unknown key's path ends with the key itself: say where it stands instead.
+    let last = key.rsplit_once('.').map_or(key, |(_, last)| last);
+    let key = if message.starts_with(&format!("unknown key `{last}`")) { parent } else { key };
+    let at = if key == "." { "at the top level".to_string() } else { format!("at `{key}`") };
+    format!("{at}: {message}{line}")
 }
 
 impl Spec {

@@ -249,3 +249,66 @@ fn every_kind_has_a_resonate_ctl_subcommand_and_mcp_tool() {
     let err = format!("{:#}", resonate_gen::ctl::render(&spec).unwrap_err());
     assert!(err.contains("spec/ctl.yaml") && err.contains("colour") && err.contains("promise.touch"), "{err}");
 }
+
+#[test]
+fn a_manifest_error_says_where_once_in_yaml_words() {
+    let dir = scratch("manifest-words");
+    let path = dir.join("targets/sqlite-http.yaml");
+    let error = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        format!("{:#}", Manifest::load(&path).unwrap_err())
+    };
+    let p = path.display();
+    assert_eq!(
+        error("transport: http\ndescription: x\n"),
+        format!("{p}: at the top level: missing key `store`")
+    );
+    assert_eq!(
+        error("store: sqlite\ntransport: http\ndescription: x\ncolour: blue\n"),
+        format!("{p}: at the top level: unknown key `colour`, expected one of `store`, `transport`, `push`, \
+                 `auth`, `description`, `retention`, `budget` (line 4, column 1)")
+    );
+    assert_eq!(
+        error("store: sqlite\ntransport: http\ndescription: x\nbudget: { crates: many }\n"),
+        format!("{p}: at `budget.crates`: invalid type: string \"many\", expected a whole number of at least 0 \
+                 (line 4, column 19)")
+    );
+    assert_eq!(
+        error("store: sqlite\ntransport: http\ndescription: x\nbudget: { crate: 5 }\n"),
+        format!("{p}: at `budget`: unknown key `crate`, expected `binary_bytes` or `crates` (line 4, column 11)")
+    );
+}
+
+#[test]
+fn a_misnamed_manifest_is_told_its_name_and_why() {
+    let dir = scratch("misnamed");
+    let copy = dir.join("targets/my-server.yaml");
+    std::fs::copy(dir.join("targets/sqlite-http.yaml"), &copy).unwrap();
+    let err = format!("{:#}", Manifest::load(&copy).unwrap_err());
+    assert!(err.starts_with(&format!("{}: this manifest (store: sqlite, transport: http, no auth) must be named \
+                                      sqlite-http.yaml.", copy.display())), "{err}");
+    assert!(err.contains("it names the crate (resonate-sqlite-http) and its folder generated/sqlite-http/"), "{err}");
+    assert!(!err.contains("None"), "no Rust names: {err}");
+}
+
+#[test]
+fn out_onto_a_file_names_the_file() {
+    let dir = scratch("out-file");
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_resonate-gen"))
+        .current_dir(&dir)
+        .args(["--store", "sqlite", "--transport", "http", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        format!("resonate-gen: --out {}: that is a file, and a target renders into a directory of files \
+                 (Cargo.toml, src/…); give --out a directory (it is created if missing) or leave --out out for \
+                 generated/sqlite-http/", file.display())
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine", "the file is left alone");
+}
