@@ -6,7 +6,7 @@
 
 use crate::auth::AuthView;
 use crate::manifest::{Auth, Manifest, Push, Store, Transport};
-use crate::spec::{Check, ConfigType, FieldType, RecordType, Spec};
+use crate::spec::{Check, ConfigFormat, ConfigType, FieldType, RecordType, Spec};
 use anyhow::{anyhow, bail, Result};
 use askama::Template;
 use std::collections::BTreeMap;
@@ -99,6 +99,8 @@ pub struct RequestFieldView {
     pub checks: Vec<(String, String)>,
     /// A nested single action whose data has checks of its own.
     pub nested_checks: bool,
+    /// The field's `Shape` in protocol.rs, which finds where a request fails to decode.
+    pub shape: String,
 }
 
 pub struct OptionView {
@@ -114,6 +116,8 @@ pub struct OptionView {
     pub is_bool: bool,
     /// Written like `7d` or `500ms`, held in milliseconds.
     pub is_duration: bool,
+    /// A string that must be an `http(s)://` URL when set.
+    pub is_url: bool,
 }
 
 /// `promise.create` -> `PromiseCreate`; `promise_id_required` -> `PromiseIdRequired`.
@@ -145,6 +149,13 @@ pub fn snake(s: &str) -> String {
 /// Kinds a PostgreSQL target answers in Rust rather than in its SQL functions.
 const RUST_ONLY_KINDS: [&str; 3] = ["debug.start", "debug.stop", "debug.tick"];
 
+/// The address forms a transport delivers to (spec/protocol.yaml `addresses`), joined by `, `.
+pub fn accepted_addresses(spec: &Spec, transport: &str) -> String {
+    let forms: Vec<&str> =
+        spec.protocol.addresses.iter().filter(|a| a.served_by == transport).map(|a| a.form.as_str()).collect();
+    forms.join(", ")
+}
+
 /// `it's` -> `'it''s'`.
 pub fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -163,20 +174,24 @@ fn record_type(t: RecordType) -> &'static str {
 
 impl<'a> Ctx<'a> {
     pub fn new(spec: &'a Spec, target: &'a Manifest) -> Ctx<'a> {
+        let addresses = accepted_addresses(spec, target.transport.name());
         let refusals = spec
             .errors
             .iter()
             .filter(|(_, e)| e.feature.as_deref().is_none_or(|f| target.has_feature(f)))
             .filter(|(_, e)| e.stores.as_ref().is_none_or(|s| s.iter().any(|s| s == target.store.name())))
-            .map(|(id, e)| RefusalView {
-                id: id.clone(),
-                variant: camel(id),
-                status: e.status,
-                format: format!("{:?}", e.message.replace('{', "{{").replace('}', "}}").replace("{{detail}}", "{}")),
-                literal: format!("{:?}", e.message),
-                text: e.message.replace("{detail}", "…"),
-                sql: sql_literal(&e.message),
-                detail: e.has_detail(),
+            .map(|(id, e)| {
+                let message = e.message.replace("{addresses}", &addresses);
+                RefusalView {
+                    id: id.clone(),
+                    variant: camel(id),
+                    status: e.status,
+                    format: format!("{:?}", message.replace('{', "{{").replace('}', "}}").replace("{{detail}}", "{}")),
+                    literal: format!("{message:?}"),
+                    text: message.replace("{detail}", "…"),
+                    sql: sql_literal(&message),
+                    detail: e.has_detail(),
+                }
             })
             .collect();
         let records = [
@@ -249,6 +264,17 @@ impl<'a> Ctx<'a> {
                         let nested_checks = f.ty == FieldType::Action
                             && of.len() == 1
                             && spec.kind(of[0]).fields.iter().any(|f| !f.checks.is_empty());
+                        let shape = match f.ty {
+                            FieldType::String => "Shape::String".to_string(),
+                            FieldType::Int => "Shape::Int".to_string(),
+                            FieldType::Value => "Shape::Value".to_string(),
+                            FieldType::Tags => "Shape::Tags".to_string(),
+                            FieldType::SettleState => "Shape::SettleState".to_string(),
+                            FieldType::Action if of.len() == 1 => format!("Shape::Action({:?})", of[0]),
+                            FieldType::Action => "Shape::RawAction".to_string(),
+                            FieldType::Actions => format!("Shape::Actions({:?})", of[0]),
+                            FieldType::TaskRefs => "Shape::TaskRefs".to_string(),
+                        };
                         RequestFieldView {
                             wire: f.name.clone(),
                             rust,
@@ -256,6 +282,7 @@ impl<'a> Ctx<'a> {
                             optional: f.optional,
                             checks,
                             nested_checks,
+                            shape,
                         }
                     })
                     .collect(),
@@ -293,6 +320,7 @@ impl<'a> Ctx<'a> {
                 doc: o.doc.clone(),
                 is_bool: o.ty == ConfigType::Bool,
                 is_duration: o.ty == ConfigType::Duration,
+                is_url: o.format == Some(ConfigFormat::Url),
             })
             .collect();
         let states = spec
@@ -372,16 +400,30 @@ impl<'a> Ctx<'a> {
         self.options.iter().any(|o| o.is_duration)
     }
 
+    /// spec/protocol.yaml `decode_detail` as a Rust array of `(from, to)` string pairs.
+    pub fn decode_detail(&self) -> String {
+        let pairs: Vec<String> =
+            self.spec.protocol.decode_detail.iter().map(|(from, to)| format!("({from:?}, {to:?})")).collect();
+        format!("[{}]", pairs.join(", "))
+    }
+
+    /// Whether some option must be a URL, so the server carries a check for them.
+    pub fn has_urls(&self) -> bool {
+        self.options.iter().any(|o| o.is_url)
+    }
+
     /// Whether requests carry a JWT (`auth: jwt`).
     pub fn jwt(&self) -> bool {
         self.auth.is_some()
     }
 
-    /// The departures from spec/choices.yaml this target makes (those of features it lacks are left out).
+    /// The departures from spec/choices.yaml this target makes (those of features it lacks, or
+    /// of other stores, are left out).
     pub fn choices(&self) -> impl Iterator<Item = &crate::spec::Choice> {
         self.spec.choices.iter().filter(|ch| {
             ch.feature.as_deref().is_none_or(|f| self.target.has_feature(f))
                 && ch.transports.as_ref().is_none_or(|t| t.iter().any(|t| t == self.target.transport.name()))
+                && ch.stores.as_ref().is_none_or(|s| s.iter().any(|s| s == self.target.store.name()))
         })
     }
 

@@ -62,6 +62,8 @@ pub struct Protocol {
     /// Refusals a store answers for input it cannot keep (checked by the store, after decoding).
     #[serde(default)]
     pub store_checks: Vec<StoreCheck>,
+    /// How a decode failure's detail speaks of types: `(Rust's words, the wire's)`, in order.
+    pub decode_detail: Vec<(String, String)>,
 }
 
 /// A refusal only the listed stores give: they have a limit the others lack.
@@ -92,6 +94,8 @@ pub struct Http {
     pub health: String,
     pub ready: String,
     pub gone: Gone,
+    /// The answer to any other method on `/`.
+    pub not_post: PlainReply,
     pub json_key_order: String,
 }
 
@@ -116,6 +120,10 @@ pub struct Gone {
 pub struct Address {
     pub scheme: String,
     pub transport: String,
+    /// The manifest transport whose targets deliver to this scheme.
+    pub served_by: String,
+    /// How to write such an address, for invalid_target's message.
+    pub form: String,
     pub rule: String,
 }
 
@@ -187,6 +195,8 @@ pub struct Error {
 pub enum ErrorSource {
     Official,
     Ours,
+    /// The official text followed by what to do about it.
+    Extended,
 }
 
 impl Error {
@@ -451,7 +461,17 @@ pub struct ConfigOption {
     pub transports: Option<Vec<String>>,
     /// Only targets whose manifest turns this feature on carry the option (all when absent).
     pub feature: Option<String>,
+    /// A shape a `string` option's value must have when it is set.
+    pub format: Option<ConfigFormat>,
     pub doc: String,
+}
+
+/// The shapes a string option can be held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigFormat {
+    /// An absolute `http://` or `https://` URL with a host.
+    Url,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -477,6 +497,8 @@ pub struct Choice {
     pub feature: Option<String>,
     /// Only targets with one of these transports make this choice (all when absent).
     pub transports: Option<Vec<String>>,
+    /// Only targets with one of these stores make this choice (all when absent).
+    pub stores: Option<Vec<String>>,
 }
 
 /// Reads one YAML file into `T`, naming the file and the key path on failure.
@@ -650,6 +672,18 @@ impl Spec {
         for state in self.ctl.settle_verbs.keys() {
             if !self.records.states.get("settle_state").is_some_and(|s| s.contains(state)) {
                 bail!("{}: at `settle_verbs.{state}`: not a settle_state of records.yaml", dir.join("ctl.yaml").display());
+            }
+        }
+        let transports: Vec<&str> =
+            <crate::manifest::Transport as clap::ValueEnum>::value_variants().iter().map(|t| t.name()).collect();
+        for (i, a) in self.protocol.addresses.iter().enumerate() {
+            if !transports.contains(&a.served_by.as_str()) {
+                bail!(
+                    "{}: at `addresses[{i}].served_by`: unknown transport `{}` (manifests know {})",
+                    dir.join("protocol.yaml").display(),
+                    a.served_by,
+                    transports.join(", ")
+                );
             }
         }
         if let Some(unused) = self.errors.keys().find(|e| !used.contains(*e)) {

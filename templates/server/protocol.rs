@@ -245,25 +245,201 @@ pub fn is_debug(kind: &str) -> bool {
     kind.starts_with("debug.")
 }
 
+/// Rust's words for types in serde's messages and the wire's, replaced in this order
+/// (spec/protocol.yaml `decode_detail`).
+const WIRE_WORDS: [(&str, &str); {{ c.spec.protocol.decode_detail.len() }}] = {{ c.decode_detail() }};
+
+/// Decodes `data` as the fields of `kind`. A failure is described for the client
+/// (spec/protocol.yaml `decode_detail`): the path of the field that failed, if any, then
+/// serde's message in the wire's words, e.g.
+/// `timeoutAt: invalid type: string "hi", expected a 64-bit integer`.
+fn from_json<T: for<'de> Deserialize<'de>>(kind: &str, data: &serde_json::Value) -> Result<T, String> {
+    T::deserialize(data).map_err(|e| {
+        let mut message = e.to_string();
+        for (rust, wire) in WIRE_WORDS {
+            message = message.replace(rust, wire);
+        }
+        // Any other struct is a nested object of the request.
+        while let Some(at) = message.find("expected struct ") {
+            let name = &message[at + "expected struct ".len()..];
+            let end = name.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(name.len());
+            message.replace_range(at..at + "expected struct ".len() + end, "expected an object");
+        }
+        match failing_path(kind, data, "") {
+            path if path.is_empty() => message,
+            path => format!("{path}: {message}"),
+        }
+    })
+}
+
+/// What a request field must be, to find where a request fails to decode.
+#[derive(Clone, Copy)]
+enum Shape {
+    String,
+    Int,
+    Value,
+    Tags,
+    SettleState,
+    /// A nested request envelope whose `data` has the fields of this kind.
+    Action(&'static str),
+    /// A nested envelope of any kind (`task.fence`).
+    RawAction,
+    /// A list of nested envelopes of this kind.
+    Actions(&'static str),
+    TaskRefs,
+}
+
+/// The fields of each kind's `data` (spec/kinds.yaml): wire name, shape, optional.
+fn shapes(kind: &str) -> &'static [(&'static str, Shape, bool)] {
+    match kind {
+{% for r in c.requests %}
+        "{{ r.kind }}" => &[{% for f in r.fields %}("{{ f.wire }}", {{ f.shape }}, {{ f.optional }}), {% endfor %}],
+{% endfor %}
+        _ => &[],
+    }
+}
+
+/// Whether `data` decodes as the fields of `kind`.
+fn decodes(kind: &str, data: &serde_json::Value) -> bool {
+    match kind {
+{% for r in c.requests %}
+        "{{ r.kind }}" => {{ r.variant }}::deserialize(data).is_ok(),
+{% endfor %}
+        _ => false,
+    }
+}
+
+/// Where decoding `data` as `kind`'s fields first fails, as serde meets it: keys in order,
+/// into nested envelopes, lists and tag maps; `path` itself when no field fails (a field is
+/// missing, or `data` is not an object).
+fn failing_path(kind: &str, data: &serde_json::Value, path: &str) -> String {
+    let at = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    let Some(fields) = data.as_object() else { return path.to_string() };
+    for (key, value) in fields {
+        let Some((_, shape, optional)) = shapes(kind).iter().find(|(name, ..)| name == key) else { continue };
+        if *optional && value.is_null() {
+            continue;
+        }
+        if let Some(failed) = failing_value(*shape, value, &at(key)) {
+            return failed;
+        }
+    }
+    path.to_string()
+}
+
+/// The path inside `value` (itself at `path`) where it fails to decode as `shape`, if it does.
+fn failing_value(shape: Shape, value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value as Json;
+    let failing = |ok: bool| (!ok).then(|| path.to_string());
+    let strings = |map: &serde_json::Map<String, Json>, at: &str| {
+        map.iter().find(|(_, v)| !v.is_string()).map(|(k, _)| format!("{at}.{k}"))
+    };
+    match (shape, value) {
+        (Shape::String, v) => failing(v.is_string()),
+        (Shape::Int, v) => failing(v.is_i64()),
+        (Shape::SettleState, v) => failing(SettleState::deserialize(v).is_ok()),
+        (Shape::Tags, Json::Object(map)) => strings(map, path),
+        (Shape::Value, Json::Object(map)) => map.iter().find_map(|(k, v)| match (k.as_str(), v) {
+            (_, Json::Null) => None,
+            ("data", v) if !v.is_string() => Some(format!("{path}.data")),
+            ("headers", Json::Object(headers)) => strings(headers, &format!("{path}.headers")),
+            ("headers", _) => Some(format!("{path}.headers")),
+            _ => None,
+        }),
+        (Shape::Value, v) => failing(Value::deserialize(v).is_ok()),
+        (Shape::Action(kind), Json::Object(map)) => match map.get("data") {
+            Some(data) => {
+                let inner = format!("{path}.data");
+                match failing_path(kind, data, &inner) {
+                    failed if failed == inner && data.is_object() && decodes(kind, data) => None,
+                    failed => Some(failed),
+                }
+            }
+            None => Some(path.to_string()),
+        },
+        (Shape::RawAction, Json::Object(map)) => match (map.get("kind"), map.get("data")) {
+            (Some(kind), _) if !kind.is_string() => Some(format!("{path}.kind")),
+            (Some(_), Some(_)) => None,
+            _ => Some(path.to_string()),
+        },
+        (Shape::Actions(kind), Json::Array(items)) => {
+            items.iter().enumerate().find_map(|(i, item)| failing_value(Shape::Action(kind), item, &format!("{path}[{i}]")))
+        }
+        (Shape::TaskRefs, Json::Array(items)) => items.iter().enumerate().find_map(|(i, item)| {
+            let here = format!("{path}[{i}]");
+            match item {
+                Json::Object(map) => map
+                    .iter()
+                    .find(|(k, v)| (k.as_str() == "id" && !v.is_string()) || (k.as_str() == "version" && !v.is_i64()))
+                    .map(|(k, _)| format!("{here}.{k}"))
+                    .or_else(|| (!map.contains_key("id") || !map.contains_key("version")).then_some(here)),
+                _ => Some(here),
+            }
+        }),
+        _ => Some(path.to_string()),
+    }
+}
+
 /// Decodes `data` for a kind and runs its field checks.
 pub fn decode(kind: &str, data: serde_json::Value) -> Result<Request, Refusal> {
-    fn parse<T: for<'de> Deserialize<'de>>(data: serde_json::Value) -> Result<T, Refusal> {
-        serde_json::from_value(data).map_err(|e| Refusal::InvalidRequest(e.to_string()))
+    fn parse<T: for<'de> Deserialize<'de>>(kind: &str, data: serde_json::Value) -> Result<T, Refusal> {
+        from_json(kind, &data).map_err(Refusal::InvalidRequest)
     }
-    Ok(match kind {
+    let request = match kind {
 {% for r in c.requests %}
         "{{ r.kind }}" => {
 {% if let Some(e) = r.decode_error %}
             let r: {{ r.variant }} = serde_json::from_value(data).map_err(|_| Refusal::{{ e }})?;
 {% else %}
-            let r: {{ r.variant }} = parse(data)?;
+            let r: {{ r.variant }} = parse(kind, data)?;
 {% endif %}
             r.check()?;
             Request::{{ r.variant }}(r)
         }
 {% endfor %}
         _ => return Err(Refusal::UnknownOperation(kind.to_string())),
-    })
+    };
+    warn_if_seconds(&request);
+    Ok(request)
+}
+
+/// Deadlines from this (2001-09-09 read as Unix seconds) up to [`MILLISECONDS_FROM`] (1973-03-03
+/// read as Unix milliseconds) were most likely written in seconds.
+const SECONDS_FROM: i64 = 1_000_000_000;
+const MILLISECONDS_FROM: i64 = 100_000_000_000;
+
+/// Logs a warning (at most one a minute) for a promise whose `timeoutAt` looks like Unix
+/// seconds: it is valid, but it lies in 1970, so the promise is created already timed out.
+fn warn_if_seconds(request: &Request) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
+    let (kind, id, timeout_at) = match request {
+        Request::PromiseCreate(r) => ("promise.create", r.id.as_str(), Some(r.timeout_at)),
+        Request::TaskCreate(r) => ("task.create", r.action.data.id.as_str(), Some(r.action.data.timeout_at)),
+        Request::TaskFence(r) if r.action.kind == "promise.create" => (
+            "task.fence",
+            r.action.data.get("id").and_then(|id| id.as_str()).unwrap_or_default(),
+            r.action.data.get("timeoutAt").and_then(|t| t.as_i64()),
+        ),
+        _ => return,
+    };
+    let Some(timeout_at) = timeout_at.filter(|t| (SECONDS_FROM..MILLISECONDS_FROM).contains(t)) else {
+        return;
+    };
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60 + 1)
+        .unwrap_or(1);
+    if LAST_WARNING.swap(minute, Ordering::Relaxed) == minute {
+        return;
+    }
+    crate::log!(
+        Warn,
+        "{kind} {id:?}: timeoutAt {timeout_at} is {} days after 1970-01-01 in Unix milliseconds, so the promise \
+         is created already timed out; timeoutAt is in milliseconds (did you mean {}?)",
+        timeout_at / 86_400_000,
+        timeout_at.saturating_mul(1000)
+    );
 }
 
 /// The request a `task.fence` carries.
@@ -277,11 +453,11 @@ impl Fenced {
     /// Decodes a fenced action's `data` by its kind: `Ok(None)` for a kind a fence may not carry.
     pub fn decode(action: RawAction) -> Result<Option<Fenced>, Refusal> {
         let decoded = match action.kind.as_str() {
-            "promise.create" => serde_json::from_value(action.data).map(Fenced::Create),
-            "promise.settle" => serde_json::from_value(action.data).map(Fenced::Settle),
+            "promise.create" => from_json("promise.create", &action.data).map(Fenced::Create),
+            "promise.settle" => from_json("promise.settle", &action.data).map(Fenced::Settle),
             _ => return Ok(None),
         };
-        decoded.map(Some).map_err(|e| Refusal::FenceData(e.to_string()))
+        decoded.map(Some).map_err(Refusal::FenceData)
     }
 
     /// The promise the action acts on.

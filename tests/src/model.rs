@@ -1,6 +1,6 @@
 //! A reference model of the Resonate protocol as the generated servers implement it, written from
-//! `spec/*.yaml` and `spec/README.md` ("Reading the store" to "Internal rules"): one request at a time, with the materialised read
-//! discipline (a read that finds a projected timeout persists it, with its drains), coupled
+//! `spec/*.yaml` and `spec/README.md` ("Reading the store" to "Internal rules"): one request at a
+//! time, with the materialised read discipline (a read that finds a projected timeout persists it, with its drains), coupled
 //! settlement, eager drains and dispatch, and the internal rules run by `debug.tick`.
 //!
 //! Where the spec leaves a choice open, the model takes the one the sqlite-http server showed:
@@ -342,7 +342,55 @@ fn nullable<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: 
 }
 
 fn decode<T: DeserializeOwned>(data: &Value) -> Result<T, Refusal> {
-    serde_json::from_value(data.clone()).map_err(|e| refuse("invalid_request", &e.to_string()))
+    from_json(data).map_err(|detail| refuse("invalid_request", &detail))
+}
+
+/// Decodes JSON, describing a failure as spec/protocol.yaml `decode_detail` says: the path of
+/// the field (none at the top), then serde's message in the wire's words.
+fn from_json<T: DeserializeOwned>(data: &Value) -> Result<T, String> {
+    static WORDS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let words = WORDS.get_or_init(|| {
+        serde_yaml::from_value(protocol_spec()["decode_detail"].clone()).expect("decode_detail is a list of pairs")
+    });
+    serde_path_to_error::deserialize(data).map_err(|e| {
+        let mut message = e.inner().to_string();
+        for (rust, wire) in words {
+            message = message.replace(rust.as_str(), wire);
+        }
+        let struct_name = |m: &str| m.find("expected struct ");
+        while let Some(at) = struct_name(&message) {
+            let from = at + "expected struct ".len();
+            let to = message[from..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(message.len(), |n| from + n);
+            message = format!("{}expected an object{}", &message[..at], &message[to..]);
+        }
+        match e.path().to_string().as_str() {
+            "." => message,
+            path => format!("{path}: {message}"),
+        }
+    })
+}
+
+/// spec/protocol.yaml.
+fn protocol_spec() -> &'static serde_yaml::Value {
+    static SPEC: std::sync::OnceLock<serde_yaml::Value> = std::sync::OnceLock::new();
+    SPEC.get_or_init(|| {
+        let path = crate::server::repo_root().join("spec/protocol.yaml");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_yaml::from_str(&text).expect("spec/protocol.yaml parses")
+    })
+}
+
+/// The address forms a transport (`http`, `nats`) delivers to, from spec/protocol.yaml
+/// `addresses`, joined by `, ` (the text of invalid_target's `{addresses}`).
+pub fn accepted_addresses(transport: &str) -> String {
+    let forms: Vec<&str> = protocol_spec()["addresses"]
+        .as_sequence()
+        .expect("addresses is a list")
+        .iter()
+        .filter(|a| a["served_by"].as_str() == Some(transport))
+        .filter_map(|a| a["form"].as_str())
+        .collect();
+    forms.join(", ")
 }
 
 /// The refusal `name` of spec/errors.yaml, with `detail` in place of `{detail}`.
@@ -355,7 +403,7 @@ fn refuse(name: &str, detail: &str) -> Refusal {
         "promise_id_required" => (400, "Promise ID is required"),
         "promise_id_nul" => (400, "Promise ID must not contain null bytes"),
         "timeout_negative" => (400, "TimeoutAt must be a non-negative integer"),
-        "invalid_target" => (400, "Invalid resonate:target address"),
+        "invalid_target" => (400, "Invalid resonate:target address '{detail}': expected {addresses}"),
         "delay_invalid" => (400, "resonate:delay must be a non-negative integer"),
         "delay_untargeted" => (400, "resonate:delay requires a resonate:target tag"),
         "delay_after_timeout" => (400, "resonate:delay must be less than timeoutAt"),
@@ -678,9 +726,18 @@ impl Model {
         deliverable(address, self.server_url.starts_with("nats://"))
     }
 
+    /// invalid_target for `address`, listing the forms this server's transport delivers to.
+    fn invalid_target(&self, address: &str) -> Refusal {
+        let transport = if self.server_url.starts_with("nats://") { "nats" } else { "http" };
+        let (status, message) = refuse("invalid_target", address);
+        (status, message.replace("{addresses}", &accepted_addresses(transport)))
+    }
+
     /// The tag guards of promise.create, in order.
     fn create_guards(&self, tags: &Tags, timeout_at: i64) -> Result<(), Refusal> {
-        need(tags.get(TARGET).is_none_or(|t| self.deliverable(t)), "invalid_target")?;
+        if let Some(t) = tags.get(TARGET).filter(|t| !self.deliverable(t)) {
+            return Err(self.invalid_target(t));
+        }
         if let Some(delay) = tags.get(DELAY) {
             let delay = delay.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| refuse("delay_invalid", ""))?;
             need(tags.contains_key(TARGET), "delay_untargeted")?;
@@ -786,7 +843,9 @@ impl Model {
         check_create(&c)?;
         need(c.tags.contains_key(TARGET), "action_untargeted")?;
         need(!c.tags.contains_key(DELAY), "action_delayed")?;
-        need(self.deliverable(&c.tags[TARGET]), "invalid_target")?;
+        if !self.deliverable(&c.tags[TARGET]) {
+            return Err(self.invalid_target(&c.tags[TARGET]));
+        }
         if let Some(p) = self.read(&c.id, now) {
             need(p.targeted(), "promise_untargeted")?;
             return match self.tasks[&c.id].state {
@@ -833,13 +892,13 @@ impl Model {
         need(r.version >= 0, "version_negative")?;
         let kind = r.action.kind;
         need(kind == "promise.create" || kind == "promise.settle", "fence_kind")?;
-        let fence_data = |e: serde_json::Error| refuse("fence_data", &e.to_string());
+        let fence_data = |detail: String| refuse("fence_data", &detail);
         let (inner, inner_id) = if kind == "promise.create" {
-            let c: CreateReq = serde_json::from_value(r.action.data).map_err(fence_data)?;
+            let c: CreateReq = from_json(&r.action.data).map_err(fence_data)?;
             let id = c.id.clone();
             (Ok(c), id)
         } else {
-            let s: SettleReq = serde_json::from_value(r.action.data).map_err(fence_data)?;
+            let s: SettleReq = from_json(&r.action.data).map_err(fence_data)?;
             let id = s.id.clone();
             (Err(s), id)
         };

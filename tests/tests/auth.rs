@@ -547,7 +547,8 @@ fn debug_kinds_stay_disabled_without_debug() {
     let mut rig = Rig::plain(&["--auth-publickey", &public_key(Key::Rsa)]);
     for kind in ["debug.start", "debug.stop", "debug.reset", "debug.tick", "debug.snap"] {
         let data = if kind == "debug.tick" { json!({ "time": 1 }) } else { json!({}) };
-        assert_eq!(rig.send(Some(&admin()), kind, data.clone()), (403, json!("Debug operations are disabled")));
+        let disabled = "Debug operations are disabled: start the server with --debug (or RESONATE_DEBUG=true) to use debug.* requests";
+        assert_eq!(rig.send(Some(&admin()), kind, data.clone()), (403, json!(disabled)));
         unauthorized(rig.send(None, kind, data));
     }
 }

@@ -130,7 +130,11 @@ fn promises_over_http_with_exit_codes_and_refusals_as_sent() {
     let refused = ctl.run(&["task", "acquire", "order-1", "--version", "0", "--pid", "w", "--ttl", "1m"]);
     assert_eq!((refused.status.code(), String::from_utf8_lossy(&refused.stderr).into_owned()), (Some(1), "Task not found\n".to_string()));
     let refused = ctl.run(&["promise", "create", "late", "--timeout", "1h", "--tag", "resonate:target=ftp://nowhere"]);
-    assert_eq!(String::from_utf8_lossy(&refused.stderr), "Invalid resonate:target address\n");
+    let forms = "http://<host>[/<path>], https://<host>[/<path>], poll://any@<group>[/<id>] or poll://uni@<group>/<id>";
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        format!("Invalid resonate:target address 'ftp://nowhere': expected {forms}\n")
+    );
 
     // The spec's field checks answer before sending, with the server's message: exit 2.
     let checked = ctl.run(&["promise", "create", "", "--timeout", "1h"]);

@@ -7,6 +7,7 @@
 //! message delivery), and stamps every request with an explicit clock.
 
 use resonate_tests::call;
+use resonate_tests::model::accepted_addresses;
 use resonate_tests::client::{Client, Sse};
 use resonate_tests::server::{build, repo_root, target as target_under_test, Server};
 use serde_json::{json, Value};
@@ -236,19 +237,27 @@ fn envelope_refusals() -> Vec<String> {
 }
 
 /// Asserts that a reply is the refusal `error` of spec/errors.yaml: its status and its exact
-/// message (for a `{detail}` message, the text around a non-empty detail).
+/// message (for a `{detail}` message, the text around the detail).
 fn assert_refusal(errors: &Yaml, error: &str, status: u16, data: &Value, context: &str) {
     let entry = &errors[error];
     let expected = entry["status"].as_u64().unwrap_or_else(|| panic!("errors.yaml has no {error}"));
     assert_eq!(u64::from(status), expected, "{context}: status; data {data}");
     let message = data.as_str().unwrap_or_else(|| panic!("{context}: data is not a message: {data}"));
-    match text(&entry["message"]).split_once("{detail}") {
+    match spec_message(errors, error).split_once("{detail}") {
+        // (A detail may be empty: an empty resonate:target is named as ''.)
         Some((before, after)) => assert!(
-            message.len() > before.len() + after.len() && message.starts_with(before) && message.ends_with(after),
+            message.len() >= before.len() + after.len() && message.starts_with(before) && message.ends_with(after),
             "{context}: {message:?} does not fit {before:?}…{after:?}"
         ),
-        None => assert_eq!(message, text(&entry["message"]), "{context}: message"),
+        None => assert_eq!(message, spec_message(errors, error), "{context}: message"),
     }
+}
+
+/// A refusal's message in spec/errors.yaml with `{addresses}` written out for the target's
+/// transport, as the generator renders it; `{detail}` is left in.
+fn spec_message(errors: &Yaml, error: &str) -> String {
+    let transport = if target_under_test().contains("-nats") { "nats" } else { "http" };
+    text(&errors[error]["message"]).replace("{addresses}", &accepted_addresses(transport))
 }
 
 // ----- 1. the success path of every kind -----
@@ -843,11 +852,12 @@ fn guards_answer_in_spec_order() {
     let fenced = r.ok("task.fence", task_action("t", 1, create_action("", json!({}), FAR)), T);
     assert_eq!(inner(fenced), (json!(400), message(&errors, "promise_id_required")));
     let fenced = r.ok("task.fence", task_action("t", 1, create_action("c", target("nowhere"), FAR)), T);
-    assert_eq!(inner(fenced), (json!(400), message(&errors, "invalid_target")));
+    let nowhere = spec_message(&errors, "invalid_target").replace("{detail}", "nowhere");
+    assert_eq!(inner(fenced), (json!(400), json!(nowhere)), "the refusal names the address");
     // The details of refusals that carry one.
     let (_, data) = r.send("promise.settle", json!({ "id": "p", "state": "pending" }), T);
     let variants = "expected one of `resolved`, `rejected`, `rejected_canceled`";
-    assert_eq!(data, format!("Invalid request: unknown variant `pending`, {variants}"));
+    assert_eq!(data, format!("Invalid request: state: unknown variant `pending`, {variants}"));
     assert_eq!(r.send("promise.search", json!({ "state": "done" }), T).1, "Invalid state filter: done");
     let settle = json!({ "kind": "promise.settle", "data": { "id": "c" } });
     let (_, data) = r.send("task.fence", task_action("t", 1, settle), T);
@@ -1400,8 +1410,12 @@ fn plain_routes_answer_as_the_official_server() {
         let response = client.get(path).unwrap();
         assert_eq!((response.status, response.body.len()), (200, 0), "{path}");
     }
+    // The official server's 405 has an empty body; ours says what to send instead.
     let response = client.get("/").unwrap();
-    assert_eq!((response.status, response.body.len()), (405, 0));
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    assert_eq!(response.text(), text(&spec("protocol.yaml")["http"]["not_post"]["body"]));
+    assert!(response.text().contains("POST / with a JSON envelope"), "{}", response.text());
     for path in ["/nowhere", "/poll/g", "/poll/g/a/b"] {
         assert_eq!(client.get(path).unwrap().status, 404, "{path}");
     }
@@ -1466,4 +1480,155 @@ fn ids_past_a_stores_limit_are_refused_not_failed() {
     if limited {
         assert_eq!(r.snap(), before, "a refused request changes nothing");
     }
+}
+
+// ----- 8. messages that say what to do -----
+
+/// A field of the wrong type is named by its path in `data`, and what it should be is said in
+/// the wire's words, not Rust's (spec/protocol.yaml `decode_detail`).
+#[test]
+fn a_wrong_typed_field_is_named_with_its_wire_type() {
+    let mut r = Rig::start(&[]);
+    let create = |data: Value| ("promise.create", data);
+    let cases = [
+        (create(json!({ "id": "p", "timeoutAt": "hi" })),
+         "Invalid request: timeoutAt: invalid type: string \"hi\", expected a 64-bit integer"),
+        (create(json!({ "id": "p", "timeoutAt": FAR, "param": "hi" })),
+         "Invalid request: param: invalid type: string \"hi\", expected an object {\"headers\"?: {…}, \"data\"?: \"…\"}"),
+        (create(json!({ "id": "p", "timeoutAt": FAR, "param": { "headers": { "h": 1 } } })),
+         "Invalid request: param.headers.h: invalid type: integer `1`, expected a string"),
+        (create(json!({ "id": "p", "timeoutAt": FAR, "tags": ["a"] })),
+         "Invalid request: tags: invalid type: array, expected an object of strings"),
+        (create(json!({ "id": "p", "timeoutAt": 1.5 })),
+         "Invalid request: timeoutAt: invalid type: number `1.5`, expected a 64-bit integer"),
+        (("task.create", json!({ "pid": "w", "ttl": 1_000, "action": { "kind": "promise.create", "data": { "id": "t", "timeoutAt": "soon" } } })),
+         "Invalid request: action.data.timeoutAt: invalid type: string \"soon\", expected a 64-bit integer"),
+        (("task.create", json!({ "pid": "w", "ttl": 1_000, "action": { "kind": "promise.create", "data": { "timeoutAt": 1 } } })),
+         "Invalid request: action.data: missing field `id`"),
+        (("task.suspend", json!({ "id": "t", "version": 1, "actions": [{ "data": { "awaited": 5 } }] })),
+         "Invalid request: actions[0].data.awaited: invalid type: integer `5`, expected a string"),
+        (("task.heartbeat", json!({ "pid": "w", "tasks": [{ "id": "t", "version": "1" }] })),
+         "Invalid request: tasks[0].version: invalid type: string \"1\", expected a 64-bit integer"),
+        (("task.heartbeat", json!({ "pid": "w", "tasks": 5 })),
+         "Invalid request: tasks: invalid type: integer `5`, expected an array"),
+        // At the top a missing field keeps the official text.
+        (create(json!({ "timeoutAt": FAR })), "Invalid request: missing field `id`"),
+    ];
+    for ((kind, data), expected) in cases {
+        assert_eq!(r.send(kind, data.clone(), T), (400, json!(expected)), "{kind} {data}");
+    }
+    let fenced = json!({ "kind": "promise.create", "data": { "id": "c", "timeoutAt": [] } });
+    let (_, data) = r.send("task.fence", task_action("t", 1, fenced), T);
+    assert_eq!(data, "Invalid action data: timeoutAt: invalid type: array, expected a 64-bit integer");
+}
+
+/// A deadline that looks like Unix seconds is accepted (the promise is born timed out, as the
+/// protocol says) but logged as a warning naming the likely mistake.
+#[test]
+fn a_deadline_in_seconds_is_logged_as_a_warning() {
+    let mut r = Rig::start(&[]);
+    let seconds = 1_900_000_000;
+    let born = r.create("secs", json!({}), seconds, 1_800_000_000_000);
+    assert_eq!(born["state"], "rejected_timedout");
+    let warned = |log: &str| log.contains(&format!("timeoutAt {seconds} is 21 days after 1970-01-01 in Unix milliseconds"))
+        && log.contains(&format!("did you mean {}000?", seconds));
+    let deadline = Instant::now() + WAIT;
+    while !warned(&r.server.log()) && Instant::now() < deadline {
+        sleep(Duration::from_millis(20));
+    }
+    assert!(warned(&r.server.log()), "no warning in the log:\n{}", r.server.log());
+}
+
+/// Runs the server with `args` in `dir`, expecting it to refuse to start: a failing exit
+/// status (2 for a flag's value) and one line on stderr, returned.
+fn refused(args: &[&str], dir: &std::path::Path) -> String {
+    let bin = build(&target_under_test());
+    let mut child = std::process::Command::new(&bin)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} {args:?} did not refuse to start", bin.display());
+        }
+        sleep(Duration::from_millis(20));
+    }
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!child.wait().unwrap().success(), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    stderr.trim_end().to_string()
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("resonate-startup-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Start-up errors name the value, what is accepted and the flag to change.
+#[test]
+fn start_up_errors_say_what_to_change() {
+    let name = format!("resonate-{}", target_under_test());
+    let dir = scratch("flags");
+    let cases: [(&[&str], String); 5] = [
+        (&["--server-port", "70000"], "--server-port: expected a port number from 0 to 65535, got '70000'".into()),
+        (&["--port", "8001"], "unknown option '--port'; did you mean --server-port? (see --help)".into()),
+        (&["--server-url", "not a url"], "--server-url: expected an http:// or https:// URL that workers can reach, \
+           such as http://resonate.example.com:8001, got 'not a url'".into()),
+        (&["--tasks-retry-timeout", "1.5"], "--tasks-retry-timeout: expected a whole number, got '1.5'".into()),
+        (&["8001"], "unexpected argument '8001': options start with --; see --help".into()),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(refused(args, &dir), format!("{name}: {expected}"), "{args:?}");
+    }
+    let out = std::process::Command::new(build(&target_under_test())).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{name} 0.1.0 (Resonate protocol {VERSION})\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A SQLite file serves one process (choices.yaml sqlite-one-process), and a file that is not a
+/// SQLite database is named, not opened.
+#[test]
+fn a_sqlite_file_is_checked_and_held_by_one_server() {
+    let target = target_under_test();
+    if !target.starts_with("sqlite") {
+        return;
+    }
+    let name = format!("resonate-{target}");
+    let dir = scratch("sqlite");
+    std::fs::write(dir.join("notes.txt"), "not a database").unwrap();
+    assert_eq!(
+        refused(&["--storage-sqlite-path", "notes.txt"], &dir),
+        format!("{name}: --storage-sqlite-path: 'notes.txt' exists but is not a SQLite database; give \
+                 --storage-sqlite-path (RESONATE_STORAGE__SQLITE__PATH) another file, or a path where a new \
+                 database may be created")
+    );
+    let first = Rig::start(&[]);
+    let db = first.server.dir.join("resonate.db");
+    let db = db.to_str().unwrap();
+    let port = free_port();
+    let second = refused(&["--storage-sqlite-path", db, "--server-port", &port.to_string()], &dir);
+    assert_eq!(
+        second,
+        format!("{name}: --storage-sqlite-path: '{db}' is in use by another server process (it holds '{db}-lock'); \
+                 a SQLite file serves one process. Stop the other server, or give --storage-sqlite-path \
+                 (RESONATE_STORAGE__SQLITE__PATH) another file; for several servers on one database use \
+                 postgres-http or mysql-http")
+    );
+    let mut r = first;
+    assert_eq!(r.ok("debug.snap", json!({}), T)["promises"], json!([]), "the first server is unharmed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

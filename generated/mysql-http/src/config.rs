@@ -27,7 +27,7 @@ pub struct Config {
     pub server_bind: String,
     /// host name used in the default server URL
     pub server_host: String,
-    /// URL sent to workers in execute messages (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS)
+    /// URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS)
     pub server_url: String,
     /// MySQL or MariaDB connection URL, e.g. mysql://user:password@127.0.0.1:3306/resonate (required)
     pub storage_mysql_url: String,
@@ -68,9 +68,15 @@ const FLAGS: &[&str] = &[
     "level",
 ];
 /// The `--help` text.
-const HELP: &str = "resonate-mysql-http: a Resonate protocol 2026-04-01 server (MySQL or MariaDB (one InnoDB transaction per request, replicas share the database), HTTP + SSE, HTTP push)\n\nUsage: resonate-mysql-http [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-mysql-url <string>\n      MySQL or MariaDB connection URL, e.g. mysql://user:password@127.0.0.1:3306/resonate (required) [env: RESONATE_STORAGE__MYSQL__URL] [default: ]\n  --storage-mysql-pool-size <i64>\n      connections the server keeps open to MySQL [env: RESONATE_STORAGE__MYSQL__POOL_SIZE] [default: 10]\n  --messages-poll-interval <i64>\n      ms between looks at the outbox for messages queued through other replicas, while this one holds SSE streams [env: RESONATE_MESSAGES__POLL_INTERVAL] [default: 100]\n  --tasks-retry-timeout <i64>\n      ms between re-dispatches of a pending task (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes of rules R1, R5, R6, R7 [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n";
+const HELP: &str = "resonate-mysql-http: a Resonate protocol 2026-04-01 server (MySQL or MariaDB (one InnoDB transaction per request, replicas share the database), HTTP + SSE, HTTP push)\n\nUsage: resonate-mysql-http [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-mysql-url <string>\n      MySQL or MariaDB connection URL, e.g. mysql://user:password@127.0.0.1:3306/resonate (required) [env: RESONATE_STORAGE__MYSQL__URL] [default: ]\n  --storage-mysql-pool-size <i64>\n      connections the server keeps open to MySQL [env: RESONATE_STORAGE__MYSQL__POOL_SIZE] [default: 10]\n  --messages-poll-interval <i64>\n      ms between looks at the outbox for messages queued through other replicas, while this one holds SSE streams [env: RESONATE_MESSAGES__POLL_INTERVAL] [default: 100]\n  --tasks-retry-timeout <i64>\n      ms between re-dispatches of a pending task (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes of rules R1, R5, R6, R7 [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n";
+/// The `--version` text.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"),
+    " (Resonate protocol 2026-04-01)"
+);
 impl Config {
-    /// Reads the environment, then the command line. `Ok(None)` means `--help` was printed.
+    /// Reads the environment, then the command line. `Ok(None)` means `--help` or `--version`
+    /// was printed.
     pub fn load() -> Result<Option<Config>, String> {
         let mut config = Config {
             server_port: 8001,
@@ -148,15 +154,32 @@ impl Config {
                 print!("{HELP}");
                 return Ok(None);
             }
+            if arg == "-V" || arg == "--version" {
+                println!("{VERSION}");
+                return Ok(None);
+            }
             let Some(flag) = arg.strip_prefix("--") else {
-                return Err(format!("unexpected argument '{arg}'; see --help"));
+                return Err(
+                    format!(
+                        "unexpected argument '{arg}': options start with --; see --help"
+                    ),
+                );
             };
             let (name, inline) = match flag.split_once('=') {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
                 None => (flag.to_string(), None),
             };
             if !FLAGS.contains(&name.as_str()) {
-                return Err(format!("unknown option '--{name}'; see --help"));
+                return Err(
+                    match suggestion(&name) {
+                        Some(flag) => {
+                            format!(
+                                "unknown option '--{name}'; did you mean --{flag}? (see --help)"
+                            )
+                        }
+                        None => format!("unknown option '--{name}'; see --help"),
+                    },
+                );
             }
             let value = match inline {
                 Some(v) => v,
@@ -180,7 +203,9 @@ impl Config {
                 self.server_port = value
                     .parse()
                     .map_err(|_| {
-                        format!("{source}: expected an integer, got '{value}'")
+                        format!(
+                            "{source}: expected a port number from 0 to 65535, got '{value}'"
+                        )
                     })?;
             }
             "server-bind" => {
@@ -190,6 +215,14 @@ impl Config {
                 self.server_host = value.to_string();
             }
             "server-url" => {
+                if !value.is_empty() && !is_url(value) {
+                    return Err(
+                        format!(
+                            "{source}: expected an http:// or https:// URL that workers can reach, such as \
+                         http://resonate.example.com:8001, got '{value}'"
+                        ),
+                    );
+                }
                 self.server_url = value.to_string();
             }
             "storage-mysql-url" => {
@@ -199,7 +232,7 @@ impl Config {
                 self.storage_mysql_pool_size = value
                     .parse()
                     .map_err(|_| {
-                        format!("{source}: expected an integer, got '{value}'")
+                        format!("{source}: expected a whole number, got '{value}'")
                     })?;
                 if self.storage_mysql_pool_size < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
@@ -209,7 +242,7 @@ impl Config {
                 self.messages_poll_interval = value
                     .parse()
                     .map_err(|_| {
-                        format!("{source}: expected an integer, got '{value}'")
+                        format!("{source}: expected a whole number, got '{value}'")
                     })?;
                 if self.messages_poll_interval < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
@@ -219,7 +252,7 @@ impl Config {
                 self.tasks_retry_timeout = value
                     .parse()
                     .map_err(|_| {
-                        format!("{source}: expected an integer, got '{value}'")
+                        format!("{source}: expected a whole number, got '{value}'")
                     })?;
                 if self.tasks_retry_timeout < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
@@ -229,7 +262,7 @@ impl Config {
                 self.timeouts_poll_interval = value
                     .parse()
                     .map_err(|_| {
-                        format!("{source}: expected an integer, got '{value}'")
+                        format!("{source}: expected a whole number, got '{value}'")
                     })?;
                 if self.timeouts_poll_interval < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
@@ -247,7 +280,7 @@ impl Config {
                 self.transports_http_push_request_timeout = value
                     .parse()
                     .map_err(|_| {
-                        format!("{source}: expected an integer, got '{value}'")
+                        format!("{source}: expected a whole number, got '{value}'")
                     })?;
                 if self.transports_http_push_request_timeout < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
@@ -257,7 +290,7 @@ impl Config {
                 self.messages_retry_cap = value
                     .parse()
                     .map_err(|_| {
-                        format!("{source}: expected an integer, got '{value}'")
+                        format!("{source}: expected a whole number, got '{value}'")
                     })?;
                 if self.messages_retry_cap < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
@@ -301,6 +334,46 @@ impl Config {
         }
     }
 }
+/// The flag most like an unknown one: one that has it as a whole word (`port` for
+/// `server-port`), else one a typo or two away.
+fn suggestion(unknown: &str) -> Option<&'static str> {
+    let word = |flag: &str| {
+        flag.split('-').any(|w| w == unknown) || flag.ends_with(&format!("-{unknown}"))
+    };
+    if let Some(flag) = FLAGS.iter().find(|f| !unknown.is_empty() && word(f)) {
+        return Some(flag);
+    }
+    FLAGS
+        .iter()
+        .map(|f| (edit_distance(f, unknown), *f))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, f)| f)
+}
+/// Levenshtein distance between two short ASCII strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+/// An absolute `http://` or `https://` URL with a host and no spaces.
+fn is_url(text: &str) -> bool {
+    let rest = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://"));
+    let host = rest.and_then(|r| r.split(['/', '?', '#']).next()).unwrap_or_default();
+    !host.is_empty() && !host.starts_with(':')
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
 /// Milliseconds in a duration written as a sum of `<number><unit>` terms, units `d`, `h`, `m`,
 /// `s` and `ms` (`7d`, `1h30m`); a bare number is milliseconds. None if malformed or too long.
 fn duration_ms(text: &str) -> Option<i64> {
@@ -343,6 +416,45 @@ mod tests {
         assert_eq!(duration_ms("0"), Some(0));
         for bad in ["", "-1", "d", "7x", "1h30", "ms", "99999999999999d", "1.5h"] {
             assert_eq!(duration_ms(bad), None, "{bad}");
+        }
+    }
+}
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+    #[test]
+    fn an_unknown_flag_gets_the_nearest_one() {
+        let flag = FLAGS[0];
+        let last_word = flag.rsplit('-').next().unwrap();
+        assert_eq!(suggestion(last_word), Some(flag), "a word of the flag");
+        let mut typo: Vec<char> = flag.chars().collect();
+        typo.swap(1, 2);
+        assert_eq!(
+            suggestion(& typo.into_iter().collect::< String > ()), Some(flag),
+            "two letters swapped"
+        );
+        assert_eq!(suggestion("nothing-like-it"), None);
+        assert_eq!(suggestion(""), None);
+    }
+    #[test]
+    fn urls_need_a_scheme_and_a_host() {
+        for good in [
+            "http://localhost:8001",
+            "https://resonate.example.com",
+            "http://10.0.0.1:8001/base",
+        ] {
+            assert!(is_url(good), "{good}");
+        }
+        for bad in [
+            "not a url",
+            "localhost:8001",
+            "http://",
+            "http:///x",
+            "http://:8001",
+            "ftp://x",
+            "http://a b",
+        ] {
+            assert!(! is_url(bad), "{bad}");
         }
     }
 }

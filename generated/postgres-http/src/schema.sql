@@ -118,7 +118,7 @@ BEGIN
         WHEN 'awaiter_untargeted' THEN RETURN (422, to_jsonb(replace('Awaiter promise has no resonate:target tag', '{detail}', detail)))::reply;
         WHEN 'cron_invalid' THEN RETURN (400, to_jsonb(replace('Invalid cron expression', '{detail}', detail)))::reply;
         WHEN 'cron_required' THEN RETURN (400, to_jsonb(replace('Cron expression is required', '{detail}', detail)))::reply;
-        WHEN 'debug_disabled' THEN RETURN (403, to_jsonb(replace('Debug operations are disabled', '{detail}', detail)))::reply;
+        WHEN 'debug_disabled' THEN RETURN (403, to_jsonb(replace('Debug operations are disabled: start the server with --debug (or RESONATE_DEBUG=true) to use debug.* requests', '{detail}', detail)))::reply;
         WHEN 'delay_after_timeout' THEN RETURN (400, to_jsonb(replace('resonate:delay must be less than timeoutAt', '{detail}', detail)))::reply;
         WHEN 'delay_invalid' THEN RETURN (400, to_jsonb(replace('resonate:delay must be a non-negative integer', '{detail}', detail)))::reply;
         WHEN 'delay_untargeted' THEN RETURN (400, to_jsonb(replace('resonate:delay requires a resonate:target tag', '{detail}', detail)))::reply;
@@ -131,7 +131,7 @@ BEGIN
         WHEN 'invalid_listener' THEN RETURN (400, to_jsonb(replace('Invalid listener address', '{detail}', detail)))::reply;
         WHEN 'invalid_request' THEN RETURN (400, to_jsonb(replace('Invalid request: {detail}', '{detail}', detail)))::reply;
         WHEN 'invalid_state_filter' THEN RETURN (400, to_jsonb(replace('Invalid state filter: {detail}', '{detail}', detail)))::reply;
-        WHEN 'invalid_target' THEN RETURN (400, to_jsonb(replace('Invalid resonate:target address', '{detail}', detail)))::reply;
+        WHEN 'invalid_target' THEN RETURN (400, to_jsonb(replace('Invalid resonate:target address ''{detail}'': expected http://<host>[/<path>], https://<host>[/<path>], poll://any@<group>[/<id>] or poll://uni@<group>/<id>', '{detail}', detail)))::reply;
         WHEN 'limit_not_positive' THEN RETURN (400, to_jsonb(replace('Limit must be a positive integer', '{detail}', detail)))::reply;
         WHEN 'limit_too_large' THEN RETURN (400, to_jsonb(replace('Invalid ''limit'' — must be between 1 and 1000', '{detail}', detail)))::reply;
         WHEN 'missing_kind' THEN RETURN (400, to_jsonb(replace('Missing or invalid ''kind'' field — must be a non-empty string', '{detail}', detail)))::reply;
@@ -420,7 +420,7 @@ DECLARE
     delay bigint;
 BEGIN
     IF tags ? 'resonate:target' AND NOT deliverable(tags->>'resonate:target') THEN
-        RETURN refusal('invalid_target');
+        RETURN refusal('invalid_target', tags->>'resonate:target');
     END IF;
     IF tags ? 'resonate:delay' THEN
         delay := parse_i64(tags->>'resonate:delay');
@@ -603,7 +603,7 @@ BEGIN
         RETURN refusal('action_delayed');
     END IF;
     IF NOT deliverable(a->'tags'->>'resonate:target') THEN
-        RETURN refusal('invalid_target');
+        RETURN refusal('invalid_target', a->'tags'->>'resonate:target');
     END IF;
     INSERT INTO promises (id, state, param, value, tags, timeout_at, created_at, settled_at)
     VALUES (a->>'id', CASE WHEN dead THEN deadline_state(a->'tags') ELSE 'pending' END, a->'param', '{}',

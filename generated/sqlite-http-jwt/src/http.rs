@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 /// complete in time is answered 408. Each open connection costs a task and a descriptor.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const TOO_SLOW: &str = "Request body not received within 10 s";
+/// Any method but POST on `/` answers 405 with this body.
+const NOT_POST: &str = r#"This is a Resonate server. Send each request as POST / with a JSON envelope such as {"kind": "promise.get", "head": {"corrId": "1", "version": "2026-04-01"}, "data": {"id": "greeting"}}; GET /health answers 200 while the server runs."#;
 /// The retired REST API answers 410 with this body.
 const GONE: &str = r#"{"error":"This endpoint is no longer supported. Please update to the latest SDK."}"#;
 const GONE_PATHS: [&str; 3] = ["/promises", "/schedules", "/tasks"];
@@ -94,7 +96,7 @@ impl App {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::POST, "/") => self.rpc(req).await,
-            (_, "/") => reply(405, None, ""),
+            (_, "/") => reply(405, Some("text/plain"), NOT_POST),
             (&Method::GET, "/health") => reply(200, None, ""),
             (&Method::GET, "/ready") => {
                 match self.service.store().ping().await {

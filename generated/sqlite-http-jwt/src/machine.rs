@@ -439,8 +439,8 @@ impl<'a, R: Records> Machine<'a, R> {
     /// The tag guards of promise.create (also inside task.fence).
     fn check_create_tags(r: &PromiseCreate) -> std::result::Result<(), Refusal> {
         let target = r.tags.get(TARGET);
-        if target.is_some_and(|t| !deliverable(t)) {
-            return Err(Refusal::InvalidTarget);
+        if let Some(t) = target.filter(|t| !deliverable(t)) {
+            return Err(Refusal::InvalidTarget(t.clone()));
         }
         if let Some(delay) = r.tags.get(DELAY) {
             let delay = delay
@@ -586,7 +586,7 @@ impl<'a, R: Records> Machine<'a, R> {
             return Ok(Err(Refusal::ActionDelayed));
         }
         if !deliverable(target) {
-            return Ok(Err(Refusal::InvalidTarget));
+            return Ok(Err(Refusal::InvalidTarget(target.clone())));
         }
         let id = action.id.clone();
         let (t, p) = match self.read_task(&id)? {

@@ -114,6 +114,7 @@ impl Store {
         settings: Arc<Settings>,
         enqueued: Arc<Notify>,
     ) -> Result<Store> {
+        config.claim_sqlite_file().map_err(StoreError)?;
         let path = &config.storage_sqlite_path;
         let sync = match config.storage_sqlite_synchronous.as_str() {
             "full" => "FULL",

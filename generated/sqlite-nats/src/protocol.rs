@@ -196,7 +196,7 @@ pub enum Refusal {
     CronInvalid,
     /// 400: Cron expression is required
     CronRequired,
-    /// 403: Debug operations are disabled
+    /// 403: Debug operations are disabled: start the server with --debug (or RESONATE_DEBUG=true) to use debug.* requests
     DebugDisabled,
     /// 400: resonate:delay must be less than timeoutAt
     DelayAfterTimeout,
@@ -222,8 +222,8 @@ pub enum Refusal {
     InvalidRequest(String),
     /// 400: Invalid state filter: …
     InvalidStateFilter(String),
-    /// 400: Invalid resonate:target address
-    InvalidTarget,
+    /// 400: Invalid resonate:target address '…': expected nats://<subject> (dot-separated tokens, no spaces, no * or >)
+    InvalidTarget(String),
     /// 400: Limit must be a positive integer
     LimitNotPositive,
     /// 400: Invalid 'limit' — must be between 1 and 1000
@@ -315,7 +315,7 @@ impl Refusal {
             Self::InvalidListener => 400,
             Self::InvalidRequest(_) => 400,
             Self::InvalidStateFilter(_) => 400,
-            Self::InvalidTarget => 400,
+            Self::InvalidTarget(_) => 400,
             Self::LimitNotPositive => 400,
             Self::LimitTooLarge => 400,
             Self::MissingKind => 400,
@@ -372,7 +372,10 @@ impl Refusal {
             }
             Self::CronInvalid => "Invalid cron expression".to_string(),
             Self::CronRequired => "Cron expression is required".to_string(),
-            Self::DebugDisabled => "Debug operations are disabled".to_string(),
+            Self::DebugDisabled => {
+                "Debug operations are disabled: start the server with --debug (or RESONATE_DEBUG=true) to use debug.* requests"
+                    .to_string()
+            }
             Self::DelayAfterTimeout => {
                 "resonate:delay must be less than timeoutAt".to_string()
             }
@@ -397,7 +400,12 @@ impl Refusal {
             Self::InvalidStateFilter(detail) => {
                 format!("Invalid state filter: {}", detail)
             }
-            Self::InvalidTarget => "Invalid resonate:target address".to_string(),
+            Self::InvalidTarget(detail) => {
+                format!(
+                    "Invalid resonate:target address '{}': expected nats://<subject> (dot-separated tokens, no spaces, no * or >)",
+                    detail
+                )
+            }
             Self::LimitNotPositive => "Limit must be a positive integer".to_string(),
             Self::LimitTooLarge => {
                 "Invalid 'limit' — must be between 1 and 1000".to_string()
@@ -1162,149 +1170,511 @@ pub enum Request {
 pub fn is_debug(kind: &str) -> bool {
     kind.starts_with("debug.")
 }
+/// Rust's words for types in serde's messages and the wire's, replaced in this order
+/// (spec/protocol.yaml `decode_detail`).
+const WIRE_WORDS: [(&str, &str); 11] = [
+    ("expected i64", "expected a 64-bit integer"),
+    (
+        "expected struct Value",
+        "expected an object {\"headers\"?: {…}, \"data\"?: \"…\"}",
+    ),
+    (
+        "expected struct TaskRef",
+        "expected an object {\"id\": \"…\", \"version\": …}",
+    ),
+    (
+        "expected struct Action",
+        "expected a request envelope {\"kind\": \"…\", \"head\": {…}, \"data\": {…}}",
+    ),
+    (
+        "expected struct RawAction",
+        "expected a request envelope {\"kind\": \"…\", \"head\": {…}, \"data\": {…}}",
+    ),
+    ("expected a map", "expected an object of strings"),
+    ("expected a sequence", "expected an array"),
+    ("invalid type: map", "invalid type: object"),
+    ("invalid type: sequence", "invalid type: array"),
+    ("invalid type: floating point", "invalid type: number"),
+    ("invalid type: unit value", "invalid type: null"),
+];
+/// Decodes `data` as the fields of `kind`. A failure is described for the client
+/// (spec/protocol.yaml `decode_detail`): the path of the field that failed, if any, then
+/// serde's message in the wire's words, e.g.
+/// `timeoutAt: invalid type: string "hi", expected a 64-bit integer`.
+fn from_json<T: for<'de> Deserialize<'de>>(
+    kind: &str,
+    data: &serde_json::Value,
+) -> Result<T, String> {
+    T::deserialize(data)
+        .map_err(|e| {
+            let mut message = e.to_string();
+            for (rust, wire) in WIRE_WORDS {
+                message = message.replace(rust, wire);
+            }
+            while let Some(at) = message.find("expected struct ") {
+                let name = &message[at + "expected struct ".len()..];
+                let end = name
+                    .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                    .unwrap_or(name.len());
+                message
+                    .replace_range(
+                        at..at + "expected struct ".len() + end,
+                        "expected an object",
+                    );
+            }
+            match failing_path(kind, data, "") {
+                path if path.is_empty() => message,
+                path => format!("{path}: {message}"),
+            }
+        })
+}
+/// What a request field must be, to find where a request fails to decode.
+#[derive(Clone, Copy)]
+enum Shape {
+    String,
+    Int,
+    Value,
+    Tags,
+    SettleState,
+    /// A nested request envelope whose `data` has the fields of this kind.
+    Action(&'static str),
+    /// A nested envelope of any kind (`task.fence`).
+    RawAction,
+    /// A list of nested envelopes of this kind.
+    Actions(&'static str),
+    TaskRefs,
+}
+/// The fields of each kind's `data` (spec/kinds.yaml): wire name, shape, optional.
+fn shapes(kind: &str) -> &'static [(&'static str, Shape, bool)] {
+    match kind {
+        "promise.get" => &[("id", Shape::String, false)],
+        "promise.create" => {
+            &[
+                ("id", Shape::String, false),
+                ("timeoutAt", Shape::Int, false),
+                ("param", Shape::Value, true),
+                ("tags", Shape::Tags, true),
+            ]
+        }
+        "promise.settle" => {
+            &[
+                ("id", Shape::String, false),
+                ("state", Shape::SettleState, false),
+                ("value", Shape::Value, true),
+            ]
+        }
+        "promise.register_callback" => {
+            &[("awaited", Shape::String, false), ("awaiter", Shape::String, false)]
+        }
+        "promise.register_listener" => {
+            &[("awaited", Shape::String, false), ("address", Shape::String, false)]
+        }
+        "promise.search" => {
+            &[
+                ("state", Shape::String, true),
+                ("tags", Shape::Tags, true),
+                ("limit", Shape::Int, true),
+                ("cursor", Shape::String, true),
+            ]
+        }
+        "task.get" => &[("id", Shape::String, false)],
+        "task.create" => {
+            &[
+                ("pid", Shape::String, false),
+                ("ttl", Shape::Int, false),
+                ("action", Shape::Action("promise.create"), false),
+            ]
+        }
+        "task.acquire" => {
+            &[
+                ("id", Shape::String, false),
+                ("version", Shape::Int, false),
+                ("pid", Shape::String, false),
+                ("ttl", Shape::Int, false),
+            ]
+        }
+        "task.fence" => {
+            &[
+                ("id", Shape::String, false),
+                ("version", Shape::Int, false),
+                ("action", Shape::RawAction, false),
+            ]
+        }
+        "task.heartbeat" => {
+            &[("pid", Shape::String, false), ("tasks", Shape::TaskRefs, true)]
+        }
+        "task.suspend" => {
+            &[
+                ("id", Shape::String, false),
+                ("version", Shape::Int, false),
+                ("actions", Shape::Actions("promise.register_callback"), false),
+            ]
+        }
+        "task.fulfill" => {
+            &[
+                ("id", Shape::String, false),
+                ("version", Shape::Int, false),
+                ("action", Shape::Action("promise.settle"), false),
+            ]
+        }
+        "task.release" => &[("id", Shape::String, false), ("version", Shape::Int, false)],
+        "task.halt" => &[("id", Shape::String, false)],
+        "task.continue" => &[("id", Shape::String, false)],
+        "task.search" => {
+            &[
+                ("state", Shape::String, true),
+                ("limit", Shape::Int, true),
+                ("cursor", Shape::String, true),
+            ]
+        }
+        "schedule.get" => &[("id", Shape::String, false)],
+        "schedule.create" => {
+            &[
+                ("id", Shape::String, false),
+                ("cron", Shape::String, false),
+                ("promiseId", Shape::String, false),
+                ("promiseTimeout", Shape::Int, false),
+                ("promiseParam", Shape::Value, true),
+                ("promiseTags", Shape::Tags, true),
+            ]
+        }
+        "schedule.delete" => &[("id", Shape::String, false)],
+        "schedule.search" => {
+            &[
+                ("tags", Shape::Tags, true),
+                ("limit", Shape::Int, true),
+                ("cursor", Shape::String, true),
+            ]
+        }
+        "debug.start" => &[],
+        "debug.stop" => &[],
+        "debug.reset" => &[],
+        "debug.tick" => &[("time", Shape::Int, false)],
+        "debug.snap" => &[],
+        _ => &[],
+    }
+}
+/// Whether `data` decodes as the fields of `kind`.
+fn decodes(kind: &str, data: &serde_json::Value) -> bool {
+    match kind {
+        "promise.get" => PromiseGet::deserialize(data).is_ok(),
+        "promise.create" => PromiseCreate::deserialize(data).is_ok(),
+        "promise.settle" => PromiseSettle::deserialize(data).is_ok(),
+        "promise.register_callback" => PromiseRegisterCallback::deserialize(data).is_ok(),
+        "promise.register_listener" => PromiseRegisterListener::deserialize(data).is_ok(),
+        "promise.search" => PromiseSearch::deserialize(data).is_ok(),
+        "task.get" => TaskGet::deserialize(data).is_ok(),
+        "task.create" => TaskCreate::deserialize(data).is_ok(),
+        "task.acquire" => TaskAcquire::deserialize(data).is_ok(),
+        "task.fence" => TaskFence::deserialize(data).is_ok(),
+        "task.heartbeat" => TaskHeartbeat::deserialize(data).is_ok(),
+        "task.suspend" => TaskSuspend::deserialize(data).is_ok(),
+        "task.fulfill" => TaskFulfill::deserialize(data).is_ok(),
+        "task.release" => TaskRelease::deserialize(data).is_ok(),
+        "task.halt" => TaskHalt::deserialize(data).is_ok(),
+        "task.continue" => TaskContinue::deserialize(data).is_ok(),
+        "task.search" => TaskSearch::deserialize(data).is_ok(),
+        "schedule.get" => ScheduleGet::deserialize(data).is_ok(),
+        "schedule.create" => ScheduleCreate::deserialize(data).is_ok(),
+        "schedule.delete" => ScheduleDelete::deserialize(data).is_ok(),
+        "schedule.search" => ScheduleSearch::deserialize(data).is_ok(),
+        "debug.start" => DebugStart::deserialize(data).is_ok(),
+        "debug.stop" => DebugStop::deserialize(data).is_ok(),
+        "debug.reset" => DebugReset::deserialize(data).is_ok(),
+        "debug.tick" => DebugTick::deserialize(data).is_ok(),
+        "debug.snap" => DebugSnap::deserialize(data).is_ok(),
+        _ => false,
+    }
+}
+/// Where decoding `data` as `kind`'s fields first fails, as serde meets it: keys in order,
+/// into nested envelopes, lists and tag maps; `path` itself when no field fails (a field is
+/// missing, or `data` is not an object).
+fn failing_path(kind: &str, data: &serde_json::Value, path: &str) -> String {
+    let at = |key: &str| {
+        if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    };
+    let Some(fields) = data.as_object() else { return path.to_string() };
+    for (key, value) in fields {
+        let Some((_, shape, optional)) = shapes(kind)
+            .iter()
+            .find(|(name, ..)| name == key) else { continue };
+        if *optional && value.is_null() {
+            continue;
+        }
+        if let Some(failed) = failing_value(*shape, value, &at(key)) {
+            return failed;
+        }
+    }
+    path.to_string()
+}
+/// The path inside `value` (itself at `path`) where it fails to decode as `shape`, if it does.
+fn failing_value(shape: Shape, value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value as Json;
+    let failing = |ok: bool| (!ok).then(|| path.to_string());
+    let strings = |map: &serde_json::Map<String, Json>, at: &str| {
+        map.iter().find(|(_, v)| !v.is_string()).map(|(k, _)| format!("{at}.{k}"))
+    };
+    match (shape, value) {
+        (Shape::String, v) => failing(v.is_string()),
+        (Shape::Int, v) => failing(v.is_i64()),
+        (Shape::SettleState, v) => failing(SettleState::deserialize(v).is_ok()),
+        (Shape::Tags, Json::Object(map)) => strings(map, path),
+        (Shape::Value, Json::Object(map)) => {
+            map.iter()
+                .find_map(|(k, v)| match (k.as_str(), v) {
+                    (_, Json::Null) => None,
+                    ("data", v) if !v.is_string() => Some(format!("{path}.data")),
+                    ("headers", Json::Object(headers)) => {
+                        strings(headers, &format!("{path}.headers"))
+                    }
+                    ("headers", _) => Some(format!("{path}.headers")),
+                    _ => None,
+                })
+        }
+        (Shape::Value, v) => failing(Value::deserialize(v).is_ok()),
+        (Shape::Action(kind), Json::Object(map)) => {
+            match map.get("data") {
+                Some(data) => {
+                    let inner = format!("{path}.data");
+                    match failing_path(kind, data, &inner) {
+                        failed if failed == inner && data.is_object()
+                            && decodes(kind, data) => None,
+                        failed => Some(failed),
+                    }
+                }
+                None => Some(path.to_string()),
+            }
+        }
+        (Shape::RawAction, Json::Object(map)) => {
+            match (map.get("kind"), map.get("data")) {
+                (Some(kind), _) if !kind.is_string() => Some(format!("{path}.kind")),
+                (Some(_), Some(_)) => None,
+                _ => Some(path.to_string()),
+            }
+        }
+        (Shape::Actions(kind), Json::Array(items)) => {
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| failing_value(
+                    Shape::Action(kind),
+                    item,
+                    &format!("{path}[{i}]"),
+                ))
+        }
+        (Shape::TaskRefs, Json::Array(items)) => {
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| {
+                    let here = format!("{path}[{i}]");
+                    match item {
+                        Json::Object(map) => {
+                            map.iter()
+                                .find(|(k, v)| {
+                                    (k.as_str() == "id" && !v.is_string())
+                                        || (k.as_str() == "version" && !v.is_i64())
+                                })
+                                .map(|(k, _)| format!("{here}.{k}"))
+                                .or_else(|| {
+                                    (!map.contains_key("id") || !map.contains_key("version"))
+                                        .then_some(here)
+                                })
+                        }
+                        _ => Some(here),
+                    }
+                })
+        }
+        _ => Some(path.to_string()),
+    }
+}
 /// Decodes `data` for a kind and runs its field checks.
 pub fn decode(kind: &str, data: serde_json::Value) -> Result<Request, Refusal> {
     fn parse<T: for<'de> Deserialize<'de>>(
+        kind: &str,
         data: serde_json::Value,
     ) -> Result<T, Refusal> {
-        serde_json::from_value(data).map_err(|e| Refusal::InvalidRequest(e.to_string()))
+        from_json(kind, &data).map_err(Refusal::InvalidRequest)
     }
-    Ok(
-        match kind {
-            "promise.get" => {
-                let r: PromiseGet = parse(data)?;
-                r.check()?;
-                Request::PromiseGet(r)
-            }
-            "promise.create" => {
-                let r: PromiseCreate = parse(data)?;
-                r.check()?;
-                Request::PromiseCreate(r)
-            }
-            "promise.settle" => {
-                let r: PromiseSettle = parse(data)?;
-                r.check()?;
-                Request::PromiseSettle(r)
-            }
-            "promise.register_callback" => {
-                let r: PromiseRegisterCallback = parse(data)?;
-                r.check()?;
-                Request::PromiseRegisterCallback(r)
-            }
-            "promise.register_listener" => {
-                let r: PromiseRegisterListener = parse(data)?;
-                r.check()?;
-                Request::PromiseRegisterListener(r)
-            }
-            "promise.search" => {
-                let r: PromiseSearch = parse(data)?;
-                r.check()?;
-                Request::PromiseSearch(r)
-            }
-            "task.get" => {
-                let r: TaskGet = parse(data)?;
-                r.check()?;
-                Request::TaskGet(r)
-            }
-            "task.create" => {
-                let r: TaskCreate = parse(data)?;
-                r.check()?;
-                Request::TaskCreate(r)
-            }
-            "task.acquire" => {
-                let r: TaskAcquire = parse(data)?;
-                r.check()?;
-                Request::TaskAcquire(r)
-            }
-            "task.fence" => {
-                let r: TaskFence = parse(data)?;
-                r.check()?;
-                Request::TaskFence(r)
-            }
-            "task.heartbeat" => {
-                let r: TaskHeartbeat = parse(data)?;
-                r.check()?;
-                Request::TaskHeartbeat(r)
-            }
-            "task.suspend" => {
-                let r: TaskSuspend = parse(data)?;
-                r.check()?;
-                Request::TaskSuspend(r)
-            }
-            "task.fulfill" => {
-                let r: TaskFulfill = parse(data)?;
-                r.check()?;
-                Request::TaskFulfill(r)
-            }
-            "task.release" => {
-                let r: TaskRelease = parse(data)?;
-                r.check()?;
-                Request::TaskRelease(r)
-            }
-            "task.halt" => {
-                let r: TaskHalt = parse(data)?;
-                r.check()?;
-                Request::TaskHalt(r)
-            }
-            "task.continue" => {
-                let r: TaskContinue = parse(data)?;
-                r.check()?;
-                Request::TaskContinue(r)
-            }
-            "task.search" => {
-                let r: TaskSearch = parse(data)?;
-                r.check()?;
-                Request::TaskSearch(r)
-            }
-            "schedule.get" => {
-                let r: ScheduleGet = parse(data)?;
-                r.check()?;
-                Request::ScheduleGet(r)
-            }
-            "schedule.create" => {
-                let r: ScheduleCreate = parse(data)?;
-                r.check()?;
-                Request::ScheduleCreate(r)
-            }
-            "schedule.delete" => {
-                let r: ScheduleDelete = parse(data)?;
-                r.check()?;
-                Request::ScheduleDelete(r)
-            }
-            "schedule.search" => {
-                let r: ScheduleSearch = parse(data)?;
-                r.check()?;
-                Request::ScheduleSearch(r)
-            }
-            "debug.start" => {
-                let r: DebugStart = parse(data)?;
-                r.check()?;
-                Request::DebugStart(r)
-            }
-            "debug.stop" => {
-                let r: DebugStop = parse(data)?;
-                r.check()?;
-                Request::DebugStop(r)
-            }
-            "debug.reset" => {
-                let r: DebugReset = parse(data)?;
-                r.check()?;
-                Request::DebugReset(r)
-            }
-            "debug.tick" => {
-                let r: DebugTick = serde_json::from_value(data)
-                    .map_err(|_| Refusal::TickTime)?;
-                r.check()?;
-                Request::DebugTick(r)
-            }
-            "debug.snap" => {
-                let r: DebugSnap = parse(data)?;
-                r.check()?;
-                Request::DebugSnap(r)
-            }
-            _ => return Err(Refusal::UnknownOperation(kind.to_string())),
-        },
-    )
+    let request = match kind {
+        "promise.get" => {
+            let r: PromiseGet = parse(kind, data)?;
+            r.check()?;
+            Request::PromiseGet(r)
+        }
+        "promise.create" => {
+            let r: PromiseCreate = parse(kind, data)?;
+            r.check()?;
+            Request::PromiseCreate(r)
+        }
+        "promise.settle" => {
+            let r: PromiseSettle = parse(kind, data)?;
+            r.check()?;
+            Request::PromiseSettle(r)
+        }
+        "promise.register_callback" => {
+            let r: PromiseRegisterCallback = parse(kind, data)?;
+            r.check()?;
+            Request::PromiseRegisterCallback(r)
+        }
+        "promise.register_listener" => {
+            let r: PromiseRegisterListener = parse(kind, data)?;
+            r.check()?;
+            Request::PromiseRegisterListener(r)
+        }
+        "promise.search" => {
+            let r: PromiseSearch = parse(kind, data)?;
+            r.check()?;
+            Request::PromiseSearch(r)
+        }
+        "task.get" => {
+            let r: TaskGet = parse(kind, data)?;
+            r.check()?;
+            Request::TaskGet(r)
+        }
+        "task.create" => {
+            let r: TaskCreate = parse(kind, data)?;
+            r.check()?;
+            Request::TaskCreate(r)
+        }
+        "task.acquire" => {
+            let r: TaskAcquire = parse(kind, data)?;
+            r.check()?;
+            Request::TaskAcquire(r)
+        }
+        "task.fence" => {
+            let r: TaskFence = parse(kind, data)?;
+            r.check()?;
+            Request::TaskFence(r)
+        }
+        "task.heartbeat" => {
+            let r: TaskHeartbeat = parse(kind, data)?;
+            r.check()?;
+            Request::TaskHeartbeat(r)
+        }
+        "task.suspend" => {
+            let r: TaskSuspend = parse(kind, data)?;
+            r.check()?;
+            Request::TaskSuspend(r)
+        }
+        "task.fulfill" => {
+            let r: TaskFulfill = parse(kind, data)?;
+            r.check()?;
+            Request::TaskFulfill(r)
+        }
+        "task.release" => {
+            let r: TaskRelease = parse(kind, data)?;
+            r.check()?;
+            Request::TaskRelease(r)
+        }
+        "task.halt" => {
+            let r: TaskHalt = parse(kind, data)?;
+            r.check()?;
+            Request::TaskHalt(r)
+        }
+        "task.continue" => {
+            let r: TaskContinue = parse(kind, data)?;
+            r.check()?;
+            Request::TaskContinue(r)
+        }
+        "task.search" => {
+            let r: TaskSearch = parse(kind, data)?;
+            r.check()?;
+            Request::TaskSearch(r)
+        }
+        "schedule.get" => {
+            let r: ScheduleGet = parse(kind, data)?;
+            r.check()?;
+            Request::ScheduleGet(r)
+        }
+        "schedule.create" => {
+            let r: ScheduleCreate = parse(kind, data)?;
+            r.check()?;
+            Request::ScheduleCreate(r)
+        }
+        "schedule.delete" => {
+            let r: ScheduleDelete = parse(kind, data)?;
+            r.check()?;
+            Request::ScheduleDelete(r)
+        }
+        "schedule.search" => {
+            let r: ScheduleSearch = parse(kind, data)?;
+            r.check()?;
+            Request::ScheduleSearch(r)
+        }
+        "debug.start" => {
+            let r: DebugStart = parse(kind, data)?;
+            r.check()?;
+            Request::DebugStart(r)
+        }
+        "debug.stop" => {
+            let r: DebugStop = parse(kind, data)?;
+            r.check()?;
+            Request::DebugStop(r)
+        }
+        "debug.reset" => {
+            let r: DebugReset = parse(kind, data)?;
+            r.check()?;
+            Request::DebugReset(r)
+        }
+        "debug.tick" => {
+            let r: DebugTick = serde_json::from_value(data)
+                .map_err(|_| Refusal::TickTime)?;
+            r.check()?;
+            Request::DebugTick(r)
+        }
+        "debug.snap" => {
+            let r: DebugSnap = parse(kind, data)?;
+            r.check()?;
+            Request::DebugSnap(r)
+        }
+        _ => return Err(Refusal::UnknownOperation(kind.to_string())),
+    };
+    warn_if_seconds(&request);
+    Ok(request)
+}
+/// Deadlines from this (2001-09-09 read as Unix seconds) up to [`MILLISECONDS_FROM`] (1973-03-03
+/// read as Unix milliseconds) were most likely written in seconds.
+const SECONDS_FROM: i64 = 1_000_000_000;
+const MILLISECONDS_FROM: i64 = 100_000_000_000;
+/// Logs a warning (at most one a minute) for a promise whose `timeoutAt` looks like Unix
+/// seconds: it is valid, but it lies in 1970, so the promise is created already timed out.
+fn warn_if_seconds(request: &Request) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
+    let (kind, id, timeout_at) = match request {
+        Request::PromiseCreate(r) => {
+            ("promise.create", r.id.as_str(), Some(r.timeout_at))
+        }
+        Request::TaskCreate(r) => {
+            ("task.create", r.action.data.id.as_str(), Some(r.action.data.timeout_at))
+        }
+        Request::TaskFence(r) if r.action.kind == "promise.create" => {
+            (
+                "task.fence",
+                r.action.data.get("id").and_then(|id| id.as_str()).unwrap_or_default(),
+                r.action.data.get("timeoutAt").and_then(|t| t.as_i64()),
+            )
+        }
+        _ => return,
+    };
+    let Some(timeout_at) = timeout_at
+        .filter(|t| (SECONDS_FROM..MILLISECONDS_FROM).contains(t)) else {
+        return;
+    };
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60 + 1)
+        .unwrap_or(1);
+    if LAST_WARNING.swap(minute, Ordering::Relaxed) == minute {
+        return;
+    }
+    crate::log!(
+        Warn,
+        "{kind} {id:?}: timeoutAt {timeout_at} is {} days after 1970-01-01 in Unix milliseconds, so the promise \
+         is created already timed out; timeoutAt is in milliseconds (did you mean {}?)",
+        timeout_at / 86_400_000, timeout_at.saturating_mul(1000)
+    );
 }
 /// The request a `task.fence` carries.
 #[derive(Debug)]
@@ -1316,11 +1686,15 @@ impl Fenced {
     /// Decodes a fenced action's `data` by its kind: `Ok(None)` for a kind a fence may not carry.
     pub fn decode(action: RawAction) -> Result<Option<Fenced>, Refusal> {
         let decoded = match action.kind.as_str() {
-            "promise.create" => serde_json::from_value(action.data).map(Fenced::Create),
-            "promise.settle" => serde_json::from_value(action.data).map(Fenced::Settle),
+            "promise.create" => {
+                from_json("promise.create", &action.data).map(Fenced::Create)
+            }
+            "promise.settle" => {
+                from_json("promise.settle", &action.data).map(Fenced::Settle)
+            }
             _ => return Ok(None),
         };
-        decoded.map(Some).map_err(|e| Refusal::FenceData(e.to_string()))
+        decoded.map(Some).map_err(Refusal::FenceData)
     }
     /// The promise the action acts on.
     pub fn id(&self) -> &str {

@@ -374,7 +374,7 @@ DECLARE
     delay bigint;
 BEGIN
     IF tags ? 'resonate:target' AND NOT deliverable(tags->>'resonate:target') THEN
-        RETURN refusal('invalid_target');
+        RETURN refusal('invalid_target', tags->>'resonate:target');
     END IF;
     IF tags ? 'resonate:delay' THEN
         delay := parse_i64(tags->>'resonate:delay');
@@ -557,7 +557,7 @@ BEGIN
         RETURN refusal('action_delayed');
     END IF;
     IF NOT deliverable(a->'tags'->>'resonate:target') THEN
-        RETURN refusal('invalid_target');
+        RETURN refusal('invalid_target', a->'tags'->>'resonate:target');
     END IF;
     INSERT INTO promises (id, state, param, value, tags, timeout_at, created_at, settled_at)
     VALUES (a->>'id', CASE WHEN dead THEN deadline_state(a->'tags') ELSE 'pending' END, a->'param', '{}',

@@ -116,6 +116,7 @@ impl Store {
     /// Opens (creating if needed) the database and starts the writer. `enqueued` is notified after
     /// each commit that queued a message.
     pub async fn open(config: &Config, settings: Arc<Settings>, enqueued: Arc<Notify>) -> Result<Store> {
+        config.claim_sqlite_file().map_err(StoreError)?;
         let path = &config.storage_sqlite_path;
         let sync = match config.storage_sqlite_synchronous.as_str() {
             "full" => "FULL",

@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 /// complete in time is answered 408. Each open connection costs a task and a descriptor.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const TOO_SLOW: &str = "Request body not received within 10 s";
+/// Any method but POST on `/` answers {{ c.spec.protocol.http.not_post.status }} with this body.
+const NOT_POST: &str = r#"{{ c.spec.protocol.http.not_post.body }}"#;
 /// The retired REST API answers 410 with this body.
 const GONE: &str = r#"{{ c.spec.protocol.http.gone.body }}"#;
 const GONE_PATHS: [&str; {{ c.spec.protocol.http.gone.paths.len() }}] = [{% for p in c.spec.protocol.http.gone.paths %}"{{ p }}", {% endfor %}];
@@ -85,7 +87,7 @@ impl App {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::POST, "/") => self.rpc(req).await,
-            (_, "/") => reply(405, None, ""),
+            (_, "/") => reply({{ c.spec.protocol.http.not_post.status }}, Some("{{ c.spec.protocol.http.not_post.content_type }}"), NOT_POST),
             (&Method::GET, "/health") => reply(200, None, ""),
             (&Method::GET, "/ready") => match self.service.store().ping().await {
                 Ok(()) => reply(200, None, ""),
