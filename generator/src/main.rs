@@ -14,7 +14,7 @@ mod bench;
 ///
 ///   resonate-gen --store sqlite --transport http     # renders generated/sqlite-http
 ///   resonate-gen --store sqlite --transport http --auth jwt   # renders generated/sqlite-http-jwt
-///   cargo run --manifest-path generated/sqlite-http/Cargo.toml -- --help
+///   cargo run --release --manifest-path generated/sqlite-http/Cargo.toml -- --help
 ///   resonate-gen ctl                                 # renders generated/resonate-ctl (command line + MCP server)
 ///   resonate-gen --all                               # renders every target and resonate-ctl
 ///   resonate-gen check                               # CI: fail if generated/ is stale

@@ -452,7 +452,7 @@ fn help_text(crate_name: &str, spec: &Spec, target: &Manifest, options: &[Option
             o.flag, o.doc, o.env, o.default_doc
         ));
     }
-    text.push_str("  -h, --help\n      Print this help\n");
+    text.push_str("  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n");
     format!("{text:?}")
 }
 
