@@ -312,3 +312,39 @@ fn out_onto_a_file_names_the_file() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine", "the file is left alone");
 }
+
+#[test]
+fn generated_items_are_separated_by_a_blank_line() {
+    // prettyplease prints items back to back; render.rs puts a blank line between them.
+    let starts = ["///", "#[", "pub ", "pub(crate) ", "fn ", "async fn ", "impl", "struct ", "enum ", "const ", "static ", "mod ", "type ", "trait "];
+    let spec = Spec::load(&root().join("spec")).unwrap();
+    for m in Manifest::load_all(&root().join("targets")).unwrap() {
+        for f in render::render(&spec, &m).unwrap().iter().filter(|f| f.path.ends_with(".rs")) {
+            let lines: Vec<&str> = f.contents.lines().collect();
+            for pair in lines.windows(2) {
+                for indent in ["", "    "] {
+                    let closes = pair[0] == format!("{indent}}}");
+                    let item = pair[1].strip_prefix(indent).is_some_and(|rest| starts.iter().any(|s| rest.starts_with(s)));
+                    assert!(!(closes && item), "{} {}: no blank line before `{}`", m.name, f.path, pair[1].trim());
+                }
+            }
+            let blank_runs = f.contents.contains("\n\n\n");
+            assert!(!blank_runs, "{} {}: two blank lines in a row", m.name, f.path);
+        }
+        // Template tags inside SQL leave no blank lines: the SQLite schema string, PostgreSQL's
+        // function bodies.
+        for f in render::render(&spec, &m).unwrap() {
+            let sql: Vec<&str> = if f.path.ends_with(".sql") {
+                f.contents.split("$$").skip(1).step_by(2).collect()
+            } else {
+                f.contents.split("const SCHEMA: &str = \"").skip(1).map(|s| s.split("\";").next().unwrap()).collect()
+            };
+            for body in sql {
+                assert!(!body.contains("\n\n"), "{} {}: a blank line inside SQL:\n{body}", m.name, f.path);
+            }
+        }
+        let cargo = render::render(&spec, &m).unwrap().into_iter().find(|f| f.path == "Cargo.toml").unwrap();
+        let dependencies = cargo.contents.split("[dependencies]\n").nth(1).unwrap().split("\n\n").next().unwrap();
+        assert!(dependencies.lines().all(|l| !l.trim().is_empty()), "{}: a blank line inside [dependencies]", m.name);
+    }
+}

@@ -11,6 +11,7 @@
 //! the failed messages of one address are capped (`messages-retry-cap`) so a dead endpoint
 //! cannot grow the outbox without bound. The loop sleeps until a commit queues a message, a
 //! stream connects or writes, or a deferred message falls due: an idle server does no work.
+
 use crate::clock::now;
 use crate::config::Settings;
 use crate::outbox::{backoff, Deliveries, Outgoing, BACKOFF_MAX_MS, BACKOFF_MIN_MS};
@@ -25,13 +26,17 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
+
 /// Messages one stream may have waiting before it counts as unable to take more.
 const STREAM_BUFFER: usize = 100;
+
 /// Messages handled per pass.
 const BATCH: usize = 256;
+
 /// How long a message handed to a stream is held before it is sent again, should the stream
 /// close before writing it.
 const STREAM_HOLD_MS: i64 = 10_000;
+
 /// The connected SSE streams, by worker group.
 #[derive(Default)]
 pub struct Hub {
@@ -42,17 +47,20 @@ pub struct Hub {
     written: Mutex<Vec<(String, String)>>,
     next_key: AtomicU64,
 }
+
 /// A message on its way to a stream: the SSE frame, and the outbox row it came from.
 struct Sent {
     frame: Bytes,
     key: String,
     message: String,
 }
+
 struct Stream {
     key: u64,
     id: String,
     frames: mpsc::Sender<Sent>,
 }
+
 impl Hub {
     /// Registers a stream for `group`/`id`; it is removed when the response body is dropped.
     pub fn connect(self: &Arc<Self>, group: &str, id: &str) -> Events {
@@ -77,6 +85,7 @@ impl Hub {
             key,
         }
     }
+
     fn disconnect(&self, group: &str, key: u64) {
         let mut groups = self.groups.lock().expect("hub lock");
         if let Some(streams) = groups.get_mut(group) {
@@ -86,6 +95,7 @@ impl Hub {
             }
         }
     }
+
     /// Hands a message to the stream a `poll://cast@group[/id]` address names: `uni` only to the
     /// stream with that id; `any` to that id if connected, else to any stream of the group.
     /// Returns whether a stream took it.
@@ -122,11 +132,13 @@ impl Hub {
             .take(streams.len())
             .any(|s| s.frames.try_send(sent()).is_ok())
     }
+
     /// Takes the `(key, message)` of every message a stream wrote since the last call.
     fn take_written(&self) -> Vec<(String, String)> {
         std::mem::take(&mut *self.written.lock().expect("hub lock"))
     }
 }
+
 impl Hub {
     /// The streams this process holds: their groups, and `group/id` of each.
     pub fn streams(&self) -> (Vec<String>, Vec<String>) {
@@ -140,11 +152,13 @@ impl Hub {
             .collect();
         (names, streams)
     }
+
     /// Whether any stream is connected to this process.
     pub fn has_streams(&self) -> bool {
         !self.groups.lock().expect("hub lock").is_empty()
     }
 }
+
 /// The body of a `GET /poll` response: one `data:` event per message.
 pub struct Events {
     rx: mpsc::Receiver<Sent>,
@@ -152,9 +166,12 @@ pub struct Events {
     group: String,
     key: u64,
 }
+
 impl Body for Events {
     type Data = Bytes;
+
     type Error = Infallible;
+
     /// Yields the next frame to hyper, which writes it to the connection; from here on the
     /// message counts as delivered.
     fn poll_frame(
@@ -172,13 +189,16 @@ impl Body for Events {
             })
     }
 }
+
 impl Drop for Events {
     fn drop(&mut self) {
         self.hub.disconnect(&self.group, self.key);
     }
 }
+
 /// How often a paused loop (debug.start) looks whether it was resumed.
 const PAUSED_POLL: Duration = Duration::from_millis(50);
+
 /// The delivery loop. debug.start pauses it, as it pauses the rules, so debug.snap shows the
 /// outbox exactly as the steps left it.
 pub async fn run(
@@ -232,6 +252,7 @@ pub async fn run(
         }
     }
 }
+
 /// One pass over due messages.
 async fn deliver(
     store: &Store,
@@ -275,6 +296,7 @@ async fn deliver(
         tokio::spawn(push_one(store.clone(), outgoing, settings.push_timeout));
     }
 }
+
 /// One push attempt, its outcome recorded: delivered on a 2xx, else failed with backoff.
 async fn push_one(
     store: Store,
@@ -310,6 +332,7 @@ async fn push_one(
     };
     record(&store, outcome).await;
 }
+
 /// Records what became of messages, and says when the retry cap dropped some.
 async fn record(store: &Store, deliveries: Deliveries) {
     if deliveries.is_empty() {
@@ -325,6 +348,7 @@ async fn record(store: &Store, deliveries: Deliveries) {
         Err(e) => crate::log!(Error, "cannot update the outbox: {e}"),
     }
 }
+
 /// POSTs one message to an `http://host[:port][/path]` address; true on a 2xx answer.
 async fn push(address: &str, message: &str) -> Result<bool, String> {
     let rest = &address["http://".len()..];

@@ -10,23 +10,31 @@
 //!
 //! Guards are checked in the order spec/kinds.yaml lists them; the refusals carry the exact wire
 //! messages of spec/errors.yaml.
+
 use crate::config::Settings;
 use crate::cron::Cron;
 use crate::protocol::*;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
+
 /// Tag: an address; the promise has a task dispatched there.
 pub const TARGET: &str = "resonate:target";
+
 /// Tag: `"true"` makes a durable timer, resolved at its deadline.
 pub const TIMER: &str = "resonate:timer";
+
 /// Tag: `"true"` lets an untargeted promise hold callbacks and listeners.
 pub const EXTERNAL: &str = "resonate:external";
+
 /// Tag: `global` marks a promise the SDKs await from other tasks (spec/choices.yaml).
 pub const SCOPE: &str = "resonate:scope";
+
 /// Tag: an instant before which the first dispatch waits.
 pub const DELAY: &str = "resonate:delay";
+
 /// Tag set on promises a schedule creates: the schedule's id.
 pub const SCHEDULE: &str = "resonate:schedule";
+
 /// Tags set on promises a schedule creates, each to the new promise's id.
 const SCHEDULE_ROOT_TAGS: [&str; 4] = [
     "resonate:origin",
@@ -34,14 +42,18 @@ const SCHEDULE_ROOT_TAGS: [&str; 4] = [
     "resonate:parent",
     "resonate:prefix",
 ];
+
 /// The most occurrences one schedule creates per firing.
 const SCHEDULE_BATCH: usize = 100;
+
 /// The most objects of each kind one background pass handles.
 const RULE_BATCH: usize = 512;
+
 /// Most passes one debug.tick runs. A tick far in the future (a schedule firing every minute
 /// until the year 9999) would otherwise hold the store's one writer for ever; such a tick does
 /// the first passes' work and answers, and another tick continues.
 const TICK_PASSES: usize = 100;
+
 /// A task as stored: the wire record plus its deadlines and the list behind `resumes`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRow {
@@ -57,6 +69,7 @@ pub struct TaskRow {
     /// Awaited promises that woke the task, in order, without duplicates.
     pub resumes: Vec<String>,
 }
+
 impl TaskRow {
     fn new(id: &str, state: TaskState) -> TaskRow {
         TaskRow {
@@ -70,6 +83,7 @@ impl TaskRow {
             resumes: Vec::new(),
         }
     }
+
     /// The wire view.
     pub fn wire(&self) -> Task {
         Task {
@@ -81,6 +95,7 @@ impl TaskRow {
             pid: self.pid.clone(),
         }
     }
+
     /// When a background rule next looks at the task: the lease deadline while acquired (R5),
     /// the retry instant while pending (R6), never otherwise.
     pub fn due_at(&self) -> Option<i64> {
@@ -90,12 +105,14 @@ impl TaskRow {
             _ => None,
         }
     }
+
     /// Leaves the lease: no holder, no ttl, no deadline.
     fn drop_lease(&mut self) {
         self.pid = None;
         self.ttl = None;
         self.expires_at = None;
     }
+
     /// Coupled settlement: the promise settled, so the task is done for good.
     fn fulfil(&mut self) {
         self.state = TaskState::Fulfilled;
@@ -104,14 +121,17 @@ impl TaskRow {
         self.resumes.clear();
     }
 }
+
 #[derive(Serialize)]
 struct PromiseData<'a> {
     promise: &'a Promise,
 }
+
 #[derive(Serialize)]
 struct TaskData<'a> {
     task: &'a Task,
 }
+
 /// `{task, promise, preload}`; preload is always empty (spec/choices.yaml empty-preload).
 #[derive(Serialize)]
 struct AcquiredData<'a> {
@@ -119,10 +139,12 @@ struct AcquiredData<'a> {
     promise: &'a Promise,
     task: &'a Task,
 }
+
 #[derive(Serialize)]
 struct ScheduleData<'a> {
     schedule: &'a Schedule,
 }
+
 #[derive(Serialize)]
 struct Page<'a, T> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,23 +152,34 @@ struct Page<'a, T> {
     #[serde(flatten)]
     items: T,
 }
+
 /// What the machine needs of a store: the reads and writes of one transaction. Reads see the
 /// transaction's own writes; the store commits or rolls back the whole step.
 pub trait Records {
     /// A storage failure; the step that met it is rolled back.
     type Error;
+
     fn promise(&self, id: &str) -> Result<Option<Promise>, Self::Error>;
+
     fn insert_promise(&self, p: &Promise) -> Result<(), Self::Error>;
+
     /// Writes a settlement: state, value, settledAt, and disarms the timeout.
     fn update_promise(&self, p: &Promise) -> Result<(), Self::Error>;
+
     fn task(&self, id: &str) -> Result<Option<TaskRow>, Self::Error>;
+
     fn put_task(&self, t: &TaskRow) -> Result<(), Self::Error>;
+
     fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<(), Self::Error>;
+
     /// Removes and returns a promise's callbacks, oldest first.
     fn take_callbacks(&self, awaited: &str) -> Result<Vec<String>, Self::Error>;
+
     fn add_listener(&self, awaited: &str, address: &str) -> Result<(), Self::Error>;
+
     /// Removes and returns a promise's listeners, oldest first.
     fn take_listeners(&self, awaited: &str) -> Result<Vec<String>, Self::Error>;
+
     /// Queues a message; a message with the same key replaces the older one.
     fn enqueue(
         &self,
@@ -154,15 +187,22 @@ pub trait Records {
         address: &str,
         message: &str,
     ) -> Result<(), Self::Error>;
+
     fn schedule(&self, id: &str) -> Result<Option<Schedule>, Self::Error>;
+
     fn put_schedule(&self, s: &Schedule) -> Result<(), Self::Error>;
+
     fn delete_schedule(&self, id: &str) -> Result<bool, Self::Error>;
+
     /// Ids of armed promises whose timeout has come (rule R1).
     fn due_promises(&self, now: i64, limit: usize) -> Result<Vec<String>, Self::Error>;
+
     /// Ids of tasks whose lease expired or whose retry has come (rules R5, R6).
     fn due_tasks(&self, now: i64, limit: usize) -> Result<Vec<String>, Self::Error>;
+
     /// Ids of schedules with an occurrence due (rule R7).
     fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<String>, Self::Error>;
+
     /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
     /// them first, so their drains run).
     fn overdue_promises(
@@ -170,6 +210,7 @@ pub trait Records {
         horizon: i64,
         limit: usize,
     ) -> Result<Vec<String>, Self::Error>;
+
     /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
     /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
     fn expired_promises(
@@ -177,8 +218,10 @@ pub trait Records {
         horizon: i64,
         limit: usize,
     ) -> Result<Vec<String>, Self::Error>;
+
     /// Deletes a promise, its task and the callbacks it registered as awaiter.
     fn purge_promise(&self, id: &str) -> Result<(), Self::Error>;
+
     /// Promise ids after `after` in id order whose tags include every pair of `tags`.
     fn promise_ids(
         &self,
@@ -186,8 +229,10 @@ pub trait Records {
         tags: &Tags,
         limit: usize,
     ) -> Result<Vec<String>, Self::Error>;
+
     /// Task ids after `after` in id order.
     fn task_ids(&self, after: &str, limit: usize) -> Result<Vec<String>, Self::Error>;
+
     /// Schedules after `after` in id order whose promiseTags include every pair of `tags`.
     fn schedules(
         &self,
@@ -195,13 +240,17 @@ pub trait Records {
         tags: &Tags,
         limit: usize,
     ) -> Result<Vec<Schedule>, Self::Error>;
+
     /// debug.reset: deletes everything.
     fn reset(&self) -> Result<(), Self::Error>;
+
     /// debug.snap: the whole store as JSON, in the official server's shape plus `schedules`.
     fn snap(&self) -> Result<String, Self::Error>;
 }
+
 /// A handler's outcome: a reply, or a refusal, or a store failure.
 type Outcome<T, E> = Result<std::result::Result<T, Refusal>, E>;
+
 /// Whether an address can be delivered to: `http(s)://…`, or `poll://any@group[/id]` and
 /// `poll://uni@group/id`.
 pub fn deliverable(address: &str) -> bool {
@@ -221,33 +270,40 @@ pub fn deliverable(address: &str) -> bool {
         _ => false,
     }
 }
+
 fn is_timer(tags: &Tags) -> bool {
     tags.get(TIMER).is_some_and(|v| v == "true")
 }
+
 /// External promises may hold callbacks and listeners and get a background timeout (C1-C3).
 pub fn is_external(tags: &Tags) -> bool {
     tags.contains_key(TARGET) || is_timer(tags)
         || tags.get(EXTERNAL).is_some_and(|v| v == "true")
         || tags.get(SCOPE).is_some_and(|v| v == "global")
 }
+
 /// The background timeout of a promise (rule R1), armed only for pending external promises.
 pub fn armed_at(p: &Promise) -> Option<i64> {
     (p.state == PromiseState::Pending && is_external(&p.tags)).then_some(p.timeout_at)
 }
+
 /// The verdict of a deadline: timers resolve, everything else times out.
 fn deadline_state(tags: &Tags) -> PromiseState {
     if is_timer(tags) { PromiseState::Resolved } else { PromiseState::RejectedTimedout }
 }
+
 /// One step of the protocol at one instant, inside one store transaction.
 pub struct Machine<'a, R> {
     tx: &'a R,
     now: i64,
     settings: &'a Settings,
 }
+
 impl<'a, R: Records> Machine<'a, R> {
     pub fn new(tx: &'a R, now: i64, settings: &'a Settings) -> Machine<'a, R> {
         Machine { tx, now, settings }
     }
+
     /// Runs one decoded request; `corr_id` is echoed in a fenced action's inner envelope.
     pub fn handle(&self, request: Request, corr_id: &str) -> Result<Reply, R::Error> {
         let outcome = match request {
@@ -280,6 +336,7 @@ impl<'a, R: Records> Machine<'a, R> {
         };
         Ok(outcome.unwrap_or_else(Reply::from))
     }
+
     /// Reads a promise through fact P, persisting a projected timeout (rule R1 on touch).
     fn read_promise(&self, id: &str) -> Result<Option<Promise>, R::Error> {
         match self.tx.promise(id)? {
@@ -291,11 +348,13 @@ impl<'a, R: Records> Machine<'a, R> {
             found => Ok(found),
         }
     }
+
     /// Reads a task and its promise; fact T holds because the promise read materialises.
     fn read_task(&self, id: &str) -> Result<Option<(TaskRow, Promise)>, R::Error> {
         let Some(p) = self.read_promise(id)? else { return Ok(None) };
         Ok(self.tx.task(id)?.map(|t| (t, p)))
     }
+
     /// Reads the task a lease-holding request names: acquired at exactly `version`, promise pending.
     fn held_task(
         &self,
@@ -314,6 +373,7 @@ impl<'a, R: Records> Machine<'a, R> {
             },
         )
     }
+
     /// Settles a pending promise, then applies coupled settlement (its task is fulfilled in the
     /// same step) and drains its listeners (R3) and callbacks (R4).
     fn settle(
@@ -341,6 +401,7 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         Ok(p)
     }
+
     /// Rule R4's resume: wakes the awaiter's task, unless the awaiter itself is dead (C6).
     fn resume(&self, awaiter: &str, awaited: &str) -> Result<(), R::Error> {
         let Some((mut t, p)) = self.read_task(awaiter)? else { return Ok(()) };
@@ -364,6 +425,7 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         self.tx.put_task(&t)
     }
+
     /// Rule R6: a pending task whose retry instant has come is sent an execute message, and its
     /// next retry is armed. The caller writes the task.
     fn dispatch(&self, t: &mut TaskRow, p: &Promise) -> Result<(), R::Error> {
@@ -380,6 +442,7 @@ impl<'a, R: Records> Machine<'a, R> {
         );
         self.tx.enqueue(&format!("execute:{}", t.id), address, &message.to_string())
     }
+
     /// Rule R3's message: the settled record, once per promise and address.
     fn enqueue_unblock(&self, address: &str, p: &Promise) -> Result<(), R::Error> {
         let message = serde_json::json!(
@@ -392,6 +455,7 @@ impl<'a, R: Records> Machine<'a, R> {
                 &message.to_string(),
             )
     }
+
     /// Takes the lease: version + 1, holder, ttl, deadline; no retry, no resumes.
     fn acquire(&self, t: &mut TaskRow, pid: String, ttl: i64) -> Result<(), R::Error> {
         t.state = TaskState::Acquired;
@@ -403,6 +467,7 @@ impl<'a, R: Records> Machine<'a, R> {
         t.resumes.clear();
         self.tx.put_task(t)
     }
+
     /// Promise birth. A promise whose deadline has passed is born settled by it; a targeted one
     /// gets its task, pending and dispatched (after `resonate:delay`), or fulfilled if born dead.
     /// `born` is the creation instant (a schedule's occurrence, else now): a schedule's promise
@@ -436,6 +501,7 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         Ok(p)
     }
+
     /// The tag guards of promise.create (also inside task.fence).
     fn check_create_tags(r: &PromiseCreate) -> std::result::Result<(), Refusal> {
         let target = r.tags.get(TARGET);
@@ -457,6 +523,7 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         Ok(())
     }
+
     fn promise_get(&self, r: PromiseGet) -> Outcome<Reply, R::Error> {
         Ok(
             match self.read_promise(&r.id)? {
@@ -465,6 +532,7 @@ impl<'a, R: Records> Machine<'a, R> {
             },
         )
     }
+
     fn promise_create(&self, r: PromiseCreate) -> Outcome<Reply, R::Error> {
         if let Err(refusal) = Self::check_create_tags(&r) {
             return Ok(Err(refusal));
@@ -475,6 +543,7 @@ impl<'a, R: Records> Machine<'a, R> {
         };
         Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
     }
+
     fn promise_settle(&self, r: PromiseSettle) -> Outcome<Reply, R::Error> {
         let Some(p) = self.read_promise(&r.id)? else {
             return Ok(Err(Refusal::PromiseNotFound))
@@ -486,6 +555,7 @@ impl<'a, R: Records> Machine<'a, R> {
         };
         Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
     }
+
     fn promise_register_callback(
         &self,
         r: PromiseRegisterCallback,
@@ -512,6 +582,7 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         Ok(Ok(Reply::ok(&PromiseData { promise: &awaited })))
     }
+
     fn promise_register_listener(
         &self,
         r: PromiseRegisterListener,
@@ -530,6 +601,7 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         Ok(Ok(Reply::ok(&PromiseData { promise: &awaited })))
     }
+
     fn promise_search(&self, r: PromiseSearch) -> Outcome<Reply, R::Error> {
         let state = match r.state.as_deref().map(|s| (s, PromiseState::parse(s))) {
             Some((s, None)) => return Ok(Err(Refusal::InvalidStateFilter(s.to_string()))),
@@ -569,6 +641,7 @@ impl<'a, R: Records> Machine<'a, R> {
             ),
         )
     }
+
     fn task_get(&self, r: TaskGet) -> Outcome<Reply, R::Error> {
         Ok(
             match self.read_task(&r.id)? {
@@ -577,6 +650,7 @@ impl<'a, R: Records> Machine<'a, R> {
             },
         )
     }
+
     fn task_create(&self, r: TaskCreate) -> Outcome<Reply, R::Error> {
         let action = r.action.data;
         let Some(target) = action.tags.get(TARGET) else {
@@ -638,6 +712,7 @@ impl<'a, R: Records> Machine<'a, R> {
             ),
         )
     }
+
     fn task_acquire(&self, r: TaskAcquire) -> Outcome<Reply, R::Error> {
         let Some((mut t, p)) = self.read_task(&r.id)? else {
             return Ok(Err(Refusal::TaskNotFound))
@@ -661,6 +736,7 @@ impl<'a, R: Records> Machine<'a, R> {
             ),
         )
     }
+
     fn task_fence(&self, r: TaskFence, corr_id: &str) -> Outcome<Reply, R::Error> {
         let action = match Fenced::decode(r.action) {
             Ok(Some(action)) => action,
@@ -699,6 +775,7 @@ impl<'a, R: Records> Machine<'a, R> {
             .to_string();
         Ok(Ok(Reply { status: 200, data }))
     }
+
     fn task_heartbeat(&self, r: TaskHeartbeat) -> Outcome<Reply, R::Error> {
         for task in &r.tasks {
             let Some((mut t, p)) = self.read_task(&task.id)? else { continue };
@@ -712,6 +789,7 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         Ok(Ok(Reply::empty()))
     }
+
     fn task_suspend(&self, r: TaskSuspend) -> Outcome<Reply, R::Error> {
         let awaited: Vec<&str> = r
             .actions
@@ -762,6 +840,7 @@ impl<'a, R: Records> Machine<'a, R> {
         self.tx.put_task(&t)?;
         Ok(Ok(Reply::empty()))
     }
+
     fn task_fulfill(&self, r: TaskFulfill) -> Outcome<Reply, R::Error> {
         let (_, p) = match self.held_task(&r.id, r.version, Refusal::TaskConflict)? {
             Ok(held) => held,
@@ -771,6 +850,7 @@ impl<'a, R: Records> Machine<'a, R> {
         let p = self.settle(p, settle.state.into(), settle.value, self.now)?;
         Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
     }
+
     fn task_release(&self, r: TaskRelease) -> Outcome<Reply, R::Error> {
         let (mut t, p) = match self.held_task(&r.id, r.version, Refusal::TaskConflict)? {
             Ok(held) => held,
@@ -783,6 +863,7 @@ impl<'a, R: Records> Machine<'a, R> {
         self.tx.put_task(&t)?;
         Ok(Ok(Reply::empty()))
     }
+
     fn task_halt(&self, r: TaskHalt) -> Outcome<Reply, R::Error> {
         let Some((mut t, _)) = self.read_task(&r.id)? else {
             return Ok(Err(Refusal::TaskNotFound))
@@ -799,6 +880,7 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         Ok(Ok(Reply::empty()))
     }
+
     fn task_continue(&self, r: TaskContinue) -> Outcome<Reply, R::Error> {
         let Some((mut t, p)) = self.read_task(&r.id)? else {
             return Ok(Err(Refusal::TaskNotFound))
@@ -812,6 +894,7 @@ impl<'a, R: Records> Machine<'a, R> {
         self.tx.put_task(&t)?;
         Ok(Ok(Reply::empty()))
     }
+
     fn task_search(&self, r: TaskSearch) -> Outcome<Reply, R::Error> {
         let state = match r.state.as_deref().map(|s| (s, TaskState::parse(s))) {
             Some((s, None)) => return Ok(Err(Refusal::InvalidStateFilter(s.to_string()))),
@@ -852,6 +935,7 @@ impl<'a, R: Records> Machine<'a, R> {
             ),
         )
     }
+
     /// One page of a search: reads candidate ids after `cursor` in id order (`ids(after, n)`),
     /// keeps what `read` returns, and stops at `limit`. The cursor is the last id returned when
     /// more remain.
@@ -884,6 +968,7 @@ impl<'a, R: Records> Machine<'a, R> {
             }
         }
     }
+
     fn schedule_get(&self, r: ScheduleGet) -> Outcome<Reply, R::Error> {
         Ok(
             match self.tx.schedule(&r.id)? {
@@ -892,6 +977,7 @@ impl<'a, R: Records> Machine<'a, R> {
             },
         )
     }
+
     fn schedule_create(&self, r: ScheduleCreate) -> Outcome<Reply, R::Error> {
         let Some(next) = Cron::parse(&r.cron).and_then(|c| c.next_after(self.now)) else {
             return Ok(Err(Refusal::CronInvalid));
@@ -913,6 +999,7 @@ impl<'a, R: Records> Machine<'a, R> {
         self.tx.put_schedule(&s)?;
         Ok(Ok(Reply::ok(&ScheduleData { schedule: &s })))
     }
+
     fn schedule_delete(&self, r: ScheduleDelete) -> Outcome<Reply, R::Error> {
         Ok(
             if self.tx.delete_schedule(&r.id)? {
@@ -922,6 +1009,7 @@ impl<'a, R: Records> Machine<'a, R> {
             },
         )
     }
+
     fn schedule_search(&self, r: ScheduleSearch) -> Outcome<Reply, R::Error> {
         let limit = match search_limit(r.limit, 10) {
             Ok(l) => l,
@@ -948,18 +1036,22 @@ impl<'a, R: Records> Machine<'a, R> {
             ),
         )
     }
+
     fn debug_start(&self, _: DebugStart) -> Outcome<Reply, R::Error> {
         self.settings.paused.store(true, Ordering::Relaxed);
         Ok(Ok(Reply::empty()))
     }
+
     fn debug_stop(&self, _: DebugStop) -> Outcome<Reply, R::Error> {
         self.settings.paused.store(false, Ordering::Relaxed);
         Ok(Ok(Reply::empty()))
     }
+
     fn debug_reset(&self, _: DebugReset) -> Outcome<Reply, R::Error> {
         self.tx.reset()?;
         Ok(Ok(Reply::empty()))
     }
+
     fn debug_tick(&self, r: DebugTick) -> Outcome<Reply, R::Error> {
         let at = Machine { now: r.time, ..*self };
         for _ in 0..TICK_PASSES {
@@ -974,6 +1066,7 @@ impl<'a, R: Records> Machine<'a, R> {
             }),
         )
     }
+
     fn debug_snap(&self, _: DebugSnap) -> Outcome<Reply, R::Error> {
         Ok(
             Ok(Reply {
@@ -982,6 +1075,7 @@ impl<'a, R: Records> Machine<'a, R> {
             }),
         )
     }
+
     /// One bounded pass of the background rules at `now`: promise timeouts of armed promises (R1,
     /// with their drains), lease timeouts (R5) and dispatches (R6), schedules (R7), retention (R8). Returns whether
     /// work may remain (a batch was full), so the caller runs another pass.
@@ -1014,6 +1108,7 @@ impl<'a, R: Records> Machine<'a, R> {
                 || !schedules.is_empty() || purged,
         )
     }
+
     /// Rule R8: deletes one batch of promises settled longer than the retention ago, with their
     /// tasks, unless a pending workflow may still read them. Overdue stored-pending promises are
     /// settled first (R1 with its drains), so none of their listeners or awaiters is skipped.
@@ -1033,6 +1128,7 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         Ok(overdue.len() == RULE_BATCH || expired.len() == RULE_BATCH)
     }
+
     /// Rule R7: creates the promise of each occurrence in [nextRunAt, now] (at most
     /// SCHEDULE_BATCH per firing), never one twice, then moves nextRunAt past them.
     fn fire_schedule(&self, id: &str) -> Result<(), R::Error> {
@@ -1068,11 +1164,13 @@ impl<'a, R: Records> Machine<'a, R> {
         self.tx.put_schedule(&s)
     }
 }
+
 /// A promise search's state filter: `rejected` matches every rejected state.
 fn matches_state(filter: PromiseState, state: PromiseState) -> bool {
     filter == state
         || (filter == PromiseState::Rejected && state.as_str().starts_with("rejected"))
 }
+
 /// A search's page size: `limit` if given (1..=1000), else the kind's default.
 fn search_limit(
     limit: Option<i64>,

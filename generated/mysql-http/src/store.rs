@@ -16,6 +16,7 @@
 //! each rule fires on one replica. MySQL has no notifications: the delivery loop looks at the
 //! outbox every `messages-poll-interval` ms while this process holds SSE streams, and otherwise
 //! sleeps until its own commits queue a message or a deadline comes.
+
 use crate::config::{Config, Settings};
 use crate::outbox::{Deliveries, Outgoing};
 use crate::machine::{armed_at, Machine, Records, TaskRow};
@@ -31,8 +32,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
+
 /// The schema version this server writes; a database with another one is refused.
 const SCHEMA_VERSION: &str = "1";
+
 /// The tables, created if absent. Ids are byte strings (`VARBINARY`), so they sort as Rust
 /// strings do and hold any character; records and messages are JSON text.
 const SCHEMA: [&str; 7] = [
@@ -100,23 +103,33 @@ const SCHEMA: [&str; 7] = [
         KEY schedules_next (next_run_at)
     ) ENGINE = InnoDB",
 ];
+
 /// MySQL error codes after which a request is rolled back and run again.
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
 const ER_LOCK_DEADLOCK: u16 = 1213;
+
 const ER_DUP_ENTRY: u16 = 1062;
+
 /// A value wider than its column: an id or address past the key columns' widths.
 const ER_DATA_TOO_LONG: u16 = 1406;
+
 /// The width of the id columns: a schedule whose occurrences could expand past it is refused
 /// when it is created, not failed at every firing.
 const MAX_ID_BYTES: usize = 1024;
+
 /// How often one request is tried before its error is answered.
 const MAX_ATTEMPTS: u32 = 20;
+
 /// How long a claimed message is held from other replicas while this one sends it.
 const CLAIM_HOLD_MS: i64 = 30_000;
+
 /// How long a new connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a request waits for a row lock before it is rolled back and tried again.
 const LOCK_WAIT_SECONDS: u32 = 10;
+
 /// A storage failure; the transaction that met it was rolled back.
 #[derive(Debug, Clone)]
 pub struct StoreError {
@@ -128,6 +141,7 @@ pub struct StoreError {
     /// An id or address too long for its column: the request is refused, not failed.
     too_long: bool,
 }
+
 impl StoreError {
     fn new(message: impl Into<String>) -> StoreError {
         StoreError {
@@ -138,11 +152,13 @@ impl StoreError {
         }
     }
 }
+
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
 }
+
 impl From<mysql::Error> for StoreError {
     fn from(e: mysql::Error) -> Self {
         let retry = matches!(
@@ -164,18 +180,22 @@ impl From<mysql::Error> for StoreError {
         }
     }
 }
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError::new(format!("corrupt record: {e}"))
     }
 }
+
 type Result<T> = std::result::Result<T, StoreError>;
+
 /// A fixed number of connections, opened on demand and reused.
 struct Pool {
     opts: Opts,
     idle: Mutex<Vec<Conn>>,
     permits: Arc<Semaphore>,
 }
+
 impl Pool {
     /// Runs `work` with a connection on a blocking thread. A connection that failed is closed
     /// rather than reused.
@@ -210,6 +230,7 @@ impl Pool {
             .map_err(|e| StoreError::new(format!("a store thread failed: {e}")))?
     }
 }
+
 /// Opens a connection: READ COMMITTED, autocommit off, a bounded lock wait, and strict mode
 /// whatever the server's default: a value too wide for its column is an error, never truncated
 /// (two long ids must not become one).
@@ -224,6 +245,7 @@ fn connect(opts: &Opts) -> Result<Conn> {
     )?;
     Ok(conn)
 }
+
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -233,6 +255,7 @@ pub struct Store {
     enqueued: Arc<Notify>,
     poll_interval: i64,
 }
+
 impl Store {
     /// Connects, creates the tables if absent and checks the schema version; `enqueued` is
     /// notified after each commit of this process that queued a message.
@@ -292,10 +315,12 @@ impl Store {
             poll_interval: config.messages_poll_interval,
         })
     }
+
     /// How often, in ms, the delivery loop looks at the outbox while this process holds streams.
     pub fn poll_interval(&self) -> i64 {
         self.poll_interval
     }
+
     /// Runs one decoded request at `now`; `corr_id` is echoed inside fenced actions.
     pub async fn execute(
         &self,
@@ -322,6 +347,7 @@ impl Store {
             other => other,
         }
     }
+
     /// One bounded pass of the background rules at `now`, unless debug.start paused them while
     /// this pass waited for a connection; true when more work may remain.
     pub async fn run_rules(&self, now: i64) -> Result<bool> {
@@ -334,10 +360,12 @@ impl Store {
             })
             .await
     }
+
     /// Whether the database answers (`GET /ready`).
     pub async fn ping(&self) -> Result<()> {
         self.pool.with(|conn| Ok(conn.borrow_mut().query_drop("SELECT 1")?)).await
     }
+
     /// Claims due messages this replica can deliver (pushes, and poll:// messages for the
     /// `streams` it holds: group names and `group/id`s); also answers when the next one falls due.
     pub async fn outbox(
@@ -348,6 +376,7 @@ impl Store {
     ) -> Result<(Vec<Outgoing>, Option<i64>)> {
         self.transaction(move |tx| tx.claim(now, limit, &streams.0, &streams.1)).await
     }
+
     /// Records what became of messages handed to the transports; returns how many failed
     /// messages the retry cap dropped.
     pub async fn record_delivery(&self, d: Deliveries) -> Result<usize> {
@@ -372,6 +401,7 @@ impl Store {
         }
         Ok(dropped)
     }
+
     /// Runs `step` in one transaction and commits it; a transaction rolled back by a deadlock,
     /// a lock wait timeout or a racing insert runs again from the start.
     async fn transaction<R, F>(&self, step: F) -> Result<R>
@@ -414,6 +444,7 @@ impl Store {
             .await
     }
 }
+
 /// Creates the tables if absent and checks the schema version, under a named lock so replicas
 /// starting together take turns.
 fn migrate(conn: &RefCell<Conn>) -> Result<()> {
@@ -453,6 +484,7 @@ fn migrate(conn: &RefCell<Conn>) -> Result<()> {
     let _ = conn.query_drop("DO RELEASE_LOCK('resonate_schema')");
     created.map_err(|e| StoreError::new(format!("cannot create the schema: {e}")))
 }
+
 /// The record operations the machine performs inside one transaction.
 pub struct Tx<'c> {
     conn: &'c RefCell<Conn>,
@@ -465,17 +497,21 @@ pub struct Tx<'c> {
     /// skip them (`SKIP LOCKED`, so that replicas share the work).
     patient: Cell<bool>,
 }
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("records serialise")
 }
+
 fn parse_state<T>(s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     parse(s)
         .ok_or_else(|| StoreError::new(format!("corrupt record: unknown state '{s}'")))
 }
+
 /// `?, ?, ?` for a list of `n` values.
 fn marks(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
+
 /// The group and the `group[/id]` a `poll://cast@group[/id]` address names, and whether it is
 /// an `any` cast.
 fn poll_target(address: &str) -> Option<(bool, &str, &str)> {
@@ -483,7 +519,9 @@ fn poll_target(address: &str) -> Option<(bool, &str, &str)> {
     let group = path.split('/').next().unwrap_or(path);
     Some((cast == "any", group, path))
 }
+
 type PromiseRow = (String, String, String, String, i64, i64, Option<i64>);
+
 type TaskFields = (
     String,
     i64,
@@ -493,6 +531,7 @@ type TaskFields = (
     Option<i64>,
     String,
 );
+
 impl<'c> Tx<'c> {
     fn new(conn: &'c RefCell<Conn>) -> Tx<'c> {
         Tx {
@@ -502,23 +541,28 @@ impl<'c> Tx<'c> {
             patient: Cell::new(false),
         }
     }
+
     fn commit(&self) -> Result<()> {
         self.run("COMMIT", ())
     }
+
     /// How a background pass locks the rows it claims.
     fn claiming(&self) -> &'static str {
         if self.patient.get() { "FOR UPDATE" } else { "FOR UPDATE SKIP LOCKED" }
     }
+
     /// Runs a statement that returns no rows.
     fn run(&self, sql: &str, params: impl Into<Params>) -> Result<()> {
         Ok(self.conn.borrow_mut().exec_drop(sql, params)?)
     }
+
     /// Runs a statement and returns how many rows it changed.
     fn changed(&self, sql: &str, params: impl Into<Params>) -> Result<u64> {
         let mut conn = self.conn.borrow_mut();
         conn.exec_drop(sql, params)?;
         Ok(conn.affected_rows())
     }
+
     fn first<T: FromRow>(
         &self,
         sql: &str,
@@ -526,9 +570,11 @@ impl<'c> Tx<'c> {
     ) -> Result<Option<T>> {
         Ok(self.conn.borrow_mut().exec_first(sql, params)?)
     }
+
     fn rows<T: FromRow>(&self, sql: &str, params: impl Into<Params>) -> Result<Vec<T>> {
         Ok(self.conn.borrow_mut().exec(sql, params)?)
     }
+
     /// Claims up to `limit` due messages this process can deliver, holding them from other
     /// replicas for CLAIM_HOLD_MS; also answers when the next such message falls due.
     fn claim(
@@ -589,10 +635,12 @@ impl<'c> Tx<'c> {
             .collect();
         Ok((rows, next.flatten()))
     }
+
     /// Removes a delivered message, unless a newer one replaced it meanwhile.
     fn delivered(&self, key: &str, message: &str) -> Result<()> {
         self.run("DELETE FROM outbox WHERE `key` = ? AND message = ?", (key, message))
     }
+
     /// Postpones a message, counting an attempt if it `failed` (else a stream or push holds it).
     fn defer(
         &self,
@@ -606,6 +654,7 @@ impl<'c> Tx<'c> {
             (i64::from(failed), not_before, key, message),
         )
     }
+
     /// Drops the oldest failed messages of every address beyond `cap`; returns how many.
     fn cap_failed(&self, cap: i64) -> Result<usize> {
         let dropped = self
@@ -619,8 +668,10 @@ impl<'c> Tx<'c> {
         Ok(usize::try_from(dropped).unwrap_or(usize::MAX))
     }
 }
+
 impl Records for Tx<'_> {
     type Error = StoreError;
+
     fn promise(&self, id: &str) -> Result<Option<Promise>> {
         let row: Option<PromiseRow> = self
             .first(
@@ -644,6 +695,7 @@ impl Records for Tx<'_> {
             }),
         )
     }
+
     fn insert_promise(&self, p: &Promise) -> Result<()> {
         self.run(
             "INSERT INTO promises (id, state, param, value, tags, timeout_at, created_at, settled_at, armed_at)
@@ -661,6 +713,7 @@ impl Records for Tx<'_> {
             ),
         )
     }
+
     /// Writes a settlement: state, value, settledAt, and disarms the timeout.
     fn update_promise(&self, p: &Promise) -> Result<()> {
         self.run(
@@ -668,6 +721,7 @@ impl Records for Tx<'_> {
             (p.state.as_str(), json(&p.value), p.settled_at, armed_at(p), &p.id),
         )
     }
+
     fn task(&self, id: &str) -> Result<Option<TaskRow>> {
         let row: Option<TaskFields> = self
             .first(
@@ -690,6 +744,7 @@ impl Records for Tx<'_> {
             }),
         )
     }
+
     fn put_task(&self, t: &TaskRow) -> Result<()> {
         let values = (
             t.state.as_str(),
@@ -711,6 +766,7 @@ impl Records for Tx<'_> {
             values,
         )
     }
+
     /// Registers a callback once. (Not INSERT IGNORE: it would truncate a value too wide for
     /// its column instead of refusing it.)
     fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<()> {
@@ -719,6 +775,7 @@ impl Records for Tx<'_> {
             (awaited, awaiter),
         )
     }
+
     /// Removes and returns a promise's callbacks, oldest first.
     fn take_callbacks(&self, awaited: &str) -> Result<Vec<String>> {
         let items = self
@@ -731,6 +788,7 @@ impl Records for Tx<'_> {
         }
         Ok(items)
     }
+
     /// Registers a listener once (not INSERT IGNORE, as for callbacks).
     fn add_listener(&self, awaited: &str, address: &str) -> Result<()> {
         self.run(
@@ -738,6 +796,7 @@ impl Records for Tx<'_> {
             (awaited, address),
         )
     }
+
     /// Removes and returns a promise's listeners, oldest first.
     fn take_listeners(&self, awaited: &str) -> Result<Vec<String>> {
         let items = self
@@ -750,6 +809,7 @@ impl Records for Tx<'_> {
         }
         Ok(items)
     }
+
     /// Queues a message; a message with the same key replaces the older one.
     fn enqueue(&self, key: &str, address: &str, message: &str) -> Result<()> {
         let target = poll_target(address);
@@ -770,6 +830,7 @@ impl Records for Tx<'_> {
         self.enqueued.set(true);
         Ok(())
     }
+
     fn schedule(&self, id: &str) -> Result<Option<Schedule>> {
         let record: Option<String> = self
             .first("SELECT record FROM schedules WHERE id = ? FOR UPDATE", (id,))?;
@@ -778,6 +839,7 @@ impl Records for Tx<'_> {
         }
         Ok(record.map(|r| serde_json::from_str(&r)).transpose()?)
     }
+
     fn put_schedule(&self, s: &Schedule) -> Result<()> {
         if self.absent.borrow_mut().remove(&s.id) {
             self.run(
@@ -792,9 +854,11 @@ impl Records for Tx<'_> {
             )
         }
     }
+
     fn delete_schedule(&self, id: &str) -> Result<bool> {
         Ok(self.changed("DELETE FROM schedules WHERE id = ?", (id,))? > 0)
     }
+
     /// Ids of armed promises whose timeout has come (rule R1), locked; rows another transaction
     /// holds are skipped (another replica handles them, or a request settles them).
     fn due_promises(&self, now: i64, limit: usize) -> Result<Vec<String>> {
@@ -806,6 +870,7 @@ impl Records for Tx<'_> {
             (now, limit as u64),
         )
     }
+
     /// Ids of tasks whose lease expired or whose retry has come (rules R5, R6). Their promises
     /// are locked, skipping those another transaction holds: the machine locks a promise before
     /// its task, and so does this pass.
@@ -833,6 +898,7 @@ impl Records for Tx<'_> {
             .collect();
         Ok(due.into_iter().filter(|id| locked.contains(id)).collect())
     }
+
     /// Ids of schedules with an occurrence due (rule R7), locked, skipping those another
     /// transaction holds.
     fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<String>> {
@@ -844,6 +910,7 @@ impl Records for Tx<'_> {
             (now, limit as u64),
         )
     }
+
     /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
     /// them first, so their drains run), locked like the other background claims.
     fn overdue_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
@@ -855,6 +922,7 @@ impl Records for Tx<'_> {
             (horizon, limit as u64),
         )
     }
+
     /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
     /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
     fn expired_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
@@ -869,6 +937,7 @@ impl Records for Tx<'_> {
             (horizon, limit as u64),
         )
     }
+
     /// Deletes a promise, its task and the callbacks it registered as awaiter.
     fn purge_promise(&self, id: &str) -> Result<()> {
         for sql in [
@@ -881,6 +950,7 @@ impl Records for Tx<'_> {
         }
         Ok(())
     }
+
     /// Promise ids after `after` in id order whose tags include every pair of `tags`.
     fn promise_ids(
         &self,
@@ -900,6 +970,7 @@ impl Records for Tx<'_> {
             (after, json(tags), limit as u64),
         )
     }
+
     /// Task ids after `after` in id order.
     fn task_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
         self.rows(
@@ -907,6 +978,7 @@ impl Records for Tx<'_> {
             (after, limit as u64),
         )
     }
+
     /// Schedules after `after` in id order whose promiseTags include every pair of `tags`.
     fn schedules(
         &self,
@@ -933,6 +1005,7 @@ impl Records for Tx<'_> {
                 .collect::<serde_json::Result<_>>()?,
         )
     }
+
     /// debug.reset: deletes everything.
     fn reset(&self) -> Result<()> {
         for table in [
@@ -947,6 +1020,7 @@ impl Records for Tx<'_> {
         }
         Ok(())
     }
+
     /// debug.snap: the whole store as JSON, in the official server's shape plus `schedules`.
     fn snap(&self) -> Result<String> {
         use serde_json::{json, Value as J};

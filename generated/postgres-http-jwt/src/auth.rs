@@ -5,6 +5,7 @@
 //! (its type decides the algorithms a token may use) and must carry `exp`. `POST /` requests are
 //! then scoped: a token with `role: admin` may send anything; any other token may only name ids
 //! that start with its `prefix` claim (`""` covers every id; no prefix covers none).
+
 use crate::config::Config;
 use crate::protocol::{Refusal, Request};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -13,9 +14,11 @@ use spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
+
 /// How many verified tokens are remembered. SDKs send the same token with every request, and
 /// verifying an RSA signature takes about 0.4 ms, several times the rest of a request.
 const VERIFIED_TOKENS: usize = 1024;
+
 /// The key and the rules a token is checked against.
 pub struct Auth {
     key: DecodingKey,
@@ -24,6 +27,7 @@ pub struct Auth {
     /// without a signature check until its `exp` (the key, `iss` and `aud` never change).
     verified: Mutex<HashMap<String, (Grant, u64)>>,
 }
+
 /// The claims that scope a token; `exp`, `iss` and `aud` are checked by [`Validation`].
 /// Both are read as any JSON value so that a claim of an unexpected type narrows the token
 /// (to no ids) instead of failing it.
@@ -36,6 +40,7 @@ struct Claims {
     #[serde(default)]
     prefix: Option<serde_json::Value>,
 }
+
 /// What a verified token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Grant {
@@ -46,6 +51,7 @@ pub enum Grant {
     /// No `prefix` string: no request that names or lists ids.
     Nothing,
 }
+
 impl Auth {
     /// Reads the public key file `--auth-publickey` names and detects its type.
     pub fn load(config: &Config) -> Result<Auth, String> {
@@ -91,6 +97,7 @@ impl Auth {
             verified: Mutex::default(),
         })
     }
+
     /// Verifies the raw token of `head.auth` (no `Bearer ` in front of it).
     pub fn authenticate(&self, token: Option<&str>) -> Result<Grant, Refusal> {
         let token = token.ok_or(Refusal::Unauthorized)?;
@@ -123,6 +130,7 @@ impl Auth {
         verified.insert(token.to_string(), (grant.clone(), claims.exp));
         Ok(grant)
     }
+
     /// Verifies the `Authorization: Bearer <jwt>` header of a `/poll` stream.
     pub fn authenticate_bearer(
         &self,
@@ -136,16 +144,22 @@ impl Auth {
         self.authenticate(Some(token.trim()))
     }
 }
+
 /// Key algorithms of a `PUBLIC KEY` (SubjectPublicKeyInfo), by object identifier.
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap(
     "1.2.840.113549.1.1.1",
 );
+
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap(
     "1.2.840.10045.2.1",
 );
+
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+
 /// The key in a PEM file (`PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`) and the algorithms a token
 /// verified by it may name.
 fn detect(pem: &[u8]) -> Option<(DecodingKey, Vec<Algorithm>)> {
@@ -175,6 +189,7 @@ fn detect(pem: &[u8]) -> Option<(DecodingKey, Vec<Algorithm>)> {
         None
     }
 }
+
 impl Grant {
     /// Lets a decoded request through if the token covers every id it names (spec/kinds.yaml
     /// `auth`). A request that did not decode touches nothing and keeps its own refusal, except
@@ -196,6 +211,7 @@ impl Grant {
         }
     }
 }
+
 /// Whether every id `request` names starts with `prefix`. Kinds that read or write across ids
 /// (searches, `debug.*`) need a prefix that covers every id: `""`.
 fn covers(prefix: &str, request: &Request) -> bool {
@@ -246,9 +262,11 @@ fn covers(prefix: &str, request: &Request) -> bool {
         Request::DebugSnap(_) => prefix.is_empty(),
     }
 }
+
 fn under(prefix: &str, id: &str) -> bool {
     id.starts_with(prefix)
 }
+
 /// Whether every promise id a schedule's template can expand to starts with `prefix`:
 /// `{{.id}}` becomes the schedule id, then each `{{.timestamp}}` an occurrence, so
 /// the text before the first `{{.timestamp}}` of the first expansion is certain.
@@ -260,9 +278,11 @@ fn template_under(prefix: &str, template: &str, schedule_id: &str) -> bool {
     };
     certain.starts_with(prefix)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
     #[test]
     fn templates_are_judged_by_their_certain_text() {
         let (id, ts) = (concat!("{", "{.id}}"), concat!("{", "{.timestamp}}"));

@@ -3,6 +3,7 @@
 //! The HTTP transport: `POST /` carries every protocol request, `GET /poll/{group}/{id}` is a
 //! server-sent-event stream of messages for that worker, `GET /health` and `GET /ready` are probes.
 //! HTTP/1.1 only, as the official server.
+
 use crate::config::Config;
 use crate::delivery::{self, Hub};
 use crate::service::{Answer, Service, BODY_LIMIT, TOO_LARGE};
@@ -16,22 +17,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+
 /// How long a client may take to send a request's header, and then its body. A slow or silent
 /// client (slowloris) is cut off: a header not complete in time closes the connection (hyper's
 /// header read timeout, which also closes a kept-alive connection idle that long), a body not
 /// complete in time is answered 408. Each open connection costs a task and a descriptor.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 const TOO_SLOW: &str = "Request body not received within 10 s";
+
 /// Any method but POST on `/` answers 405 with this body.
 const NOT_POST: &str = r#"This is a Resonate server. Send each request as POST / with a JSON envelope such as {"kind": "promise.get", "head": {"corrId": "1", "version": "2026-04-01"}, "data": {"id": "greeting"}}; GET /health answers 200 while the server runs."#;
+
 /// The retired REST API answers 410 with this body.
 const GONE: &str = r#"{"error":"This endpoint is no longer supported. Please update to the latest SDK."}"#;
+
 const GONE_PATHS: [&str; 3] = ["/promises", "/schedules", "/tasks"];
+
 type Body = BoxBody<Bytes, Infallible>;
+
 struct App {
     service: Service,
     hub: Arc<Hub>,
 }
+
 /// Opens the store, starts the background loop and delivery, and serves until the process ends.
 pub async fn serve(config: Config) -> Result<(), String> {
     crate::set_log_level(&config.level)?;
@@ -78,6 +87,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         });
     }
 }
+
 fn reply(
     status: u16,
     content_type: Option<&'static str>,
@@ -91,6 +101,7 @@ fn reply(
     }
     r
 }
+
 impl App {
     async fn route(&self, req: hyper::Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
@@ -125,6 +136,7 @@ impl App {
             _ => reply(404, None, ""),
         }
     }
+
     /// `GET /poll/{group}/{id}`: registers the stream; messages for `poll://…@group/id` (and
     /// `poll://any@group`) arrive as `data:` events.
     fn poll(&self, path: &str) -> Response<Body> {
@@ -141,6 +153,7 @@ impl App {
         r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         r
     }
+
     async fn rpc(&self, req: hyper::Request<Incoming>) -> Response<Body> {
         let body = match tokio::time::timeout(
                 READ_TIMEOUT,

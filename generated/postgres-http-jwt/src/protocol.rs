@@ -5,12 +5,16 @@
 //!
 //! Records serialise their keys in alphabetical order and omit absent optional fields, as the
 //! official server does.
+
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
+
 /// The protocol version this server speaks.
 pub const VERSION: &str = "2026-04-01";
+
 /// String tags or headers, kept sorted by key.
 pub type Tags = BTreeMap<String, String>;
+
 /// A promise's param or value: opaque data (base64 by SDK convention) and string headers. `{}` is the empty value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Value {
@@ -19,6 +23,7 @@ pub struct Value {
     #[serde(rename = "headers", default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Tags>,
 }
+
 /// A durable promise.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Promise {
@@ -41,6 +46,7 @@ pub struct Promise {
     #[serde(rename = "value")]
     pub value: Value,
 }
+
 /// The task of a targeted promise (same id). Lease and retry deadlines never reach the wire.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Task {
@@ -61,6 +67,7 @@ pub struct Task {
     #[serde(rename = "version")]
     pub version: i64,
 }
+
 /// A cron schedule that creates promises.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
@@ -85,6 +92,7 @@ pub struct Schedule {
     #[serde(rename = "promiseTimeout")]
     pub promise_timeout: i64,
 }
+
 /// One of `pending`, `resolved`, `rejected`, `rejected_canceled`, `rejected_timedout`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,6 +104,7 @@ pub enum PromiseState {
     RejectedCanceled,
     RejectedTimedout,
 }
+
 impl PromiseState {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -107,6 +116,7 @@ impl PromiseState {
             Self::RejectedTimedout => "rejected_timedout",
         }
     }
+
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -119,6 +129,7 @@ impl PromiseState {
         }
     }
 }
+
 /// One of `resolved`, `rejected`, `rejected_canceled`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,6 +139,7 @@ pub enum SettleState {
     Rejected,
     RejectedCanceled,
 }
+
 /// One of `pending`, `acquired`, `suspended`, `halted`, `fulfilled`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,6 +151,7 @@ pub enum TaskState {
     Halted,
     Fulfilled,
 }
+
 impl TaskState {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -150,6 +163,7 @@ impl TaskState {
             Self::Fulfilled => "fulfilled",
         }
     }
+
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -162,6 +176,7 @@ impl TaskState {
         }
     }
 }
+
 impl From<SettleState> for PromiseState {
     fn from(s: SettleState) -> Self {
         match s {
@@ -171,6 +186,7 @@ impl From<SettleState> for PromiseState {
         }
     }
 }
+
 /// Every refusal the server answers: a status and an exact message (spec/errors.yaml).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -293,6 +309,7 @@ pub enum Refusal {
     /// 400: Version must be a non-negative integer
     VersionNegative,
 }
+
 impl Refusal {
     /// The protocol status (also the HTTP status).
     pub fn status(&self) -> u16 {
@@ -358,6 +375,7 @@ impl Refusal {
             Self::VersionNegative => 400,
         }
     }
+
     /// The message sent as the response's `data` string.
     pub fn message(&self) -> String {
         match self {
@@ -477,23 +495,27 @@ impl Refusal {
         }
     }
 }
+
 /// A response: the protocol status and the JSON text of `data`.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub data: String,
 }
+
 impl Reply {
     /// 200 with `data` serialised.
     pub fn ok<T: Serialize>(data: &T) -> Reply {
         Reply::with(200, data)
     }
+
     pub fn with<T: Serialize>(status: u16, data: &T) -> Reply {
         Reply {
             status,
             data: serde_json::to_string(data).expect("records serialise"),
         }
     }
+
     /// 200 `{}`.
     pub fn empty() -> Reply {
         Reply {
@@ -502,34 +524,40 @@ impl Reply {
         }
     }
 }
+
 impl From<Refusal> for Reply {
     fn from(r: Refusal) -> Reply {
         Reply::with(r.status(), &r.message())
     }
 }
+
 /// Accepts `null` wherever an empty value, tags or list is allowed.
 fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
     d: D,
 ) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
+
 /// A nested request envelope (`task.create`, `task.fulfill`, `task.suspend`); its `head` is ignored.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct Action<T> {
     pub data: T,
 }
+
 /// A nested envelope whose `data` is decoded by its kind (`task.fence`).
 #[derive(Debug, Deserialize, Serialize)]
 pub struct RawAction {
     pub kind: String,
     pub data: serde_json::Value,
 }
+
 /// A task a heartbeat names.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct TaskRef {
     pub id: String,
     pub version: i64,
 }
+
 /// `promise.get`: Reads one promise.
 ///
 /// Guards, in order:
@@ -541,6 +569,7 @@ pub struct PromiseGet {
     #[serde(rename = "id")]
     pub id: String,
 }
+
 impl PromiseGet {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -550,6 +579,7 @@ impl PromiseGet {
         Ok(())
     }
 }
+
 /// `promise.create`: Creates a promise, or returns the stored one; idempotent by id alone (the request's other fields are not compared).
 ///
 /// Guards, in order:
@@ -570,6 +600,7 @@ pub struct PromiseCreate {
     #[serde(rename = "tags", default, deserialize_with = "nullable")]
     pub tags: Tags,
 }
+
 impl PromiseCreate {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -585,6 +616,7 @@ impl PromiseCreate {
         Ok(())
     }
 }
+
 /// `promise.settle`: Settles a promise; settling a settled promise answers the stored outcome.
 ///
 /// Guards, in order:
@@ -600,6 +632,7 @@ pub struct PromiseSettle {
     #[serde(rename = "value", default, deserialize_with = "nullable")]
     pub value: Value,
 }
+
 impl PromiseSettle {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -609,6 +642,7 @@ impl PromiseSettle {
         Ok(())
     }
 }
+
 /// `promise.register_callback`: Asks for the awaiter's task to be resumed when the awaited promise settles.
 ///
 /// Guards, in order:
@@ -626,6 +660,7 @@ pub struct PromiseRegisterCallback {
     #[serde(rename = "awaiter")]
     pub awaiter: String,
 }
+
 impl PromiseRegisterCallback {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -638,6 +673,7 @@ impl PromiseRegisterCallback {
         Ok(())
     }
 }
+
 /// `promise.register_listener`: Asks for an unblock message to an address when the awaited promise settles.
 ///
 /// Guards, in order:
@@ -653,6 +689,7 @@ pub struct PromiseRegisterListener {
     #[serde(rename = "address")]
     pub address: String,
 }
+
 impl PromiseRegisterListener {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -662,6 +699,7 @@ impl PromiseRegisterListener {
         Ok(())
     }
 }
+
 /// `promise.search`: Lists promises by id, optionally filtered by state and by an exact-match subset of tags.
 ///
 /// Guards, in order:
@@ -681,12 +719,14 @@ pub struct PromiseSearch {
     #[serde(rename = "cursor", default, deserialize_with = "nullable")]
     pub cursor: Option<String>,
 }
+
 impl PromiseSearch {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
+
 /// `task.get`: Reads one task.
 ///
 /// Guards, in order:
@@ -698,6 +738,7 @@ pub struct TaskGet {
     #[serde(rename = "id")]
     pub id: String,
 }
+
 impl TaskGet {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -707,6 +748,7 @@ impl TaskGet {
         Ok(())
     }
 }
+
 /// `task.create`: Creates a targeted promise and acquires its task in one step (an SDK's root start).
 ///
 /// Guards, in order:
@@ -726,6 +768,7 @@ pub struct TaskCreate {
     #[serde(rename = "action")]
     pub action: Action<PromiseCreate>,
 }
+
 impl TaskCreate {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -739,6 +782,7 @@ impl TaskCreate {
         Ok(())
     }
 }
+
 /// `task.acquire`: Acquires a pending task at the version the execute message named; exclusive, not idempotent.
 ///
 /// Guards, in order:
@@ -758,6 +802,7 @@ pub struct TaskAcquire {
     #[serde(rename = "ttl")]
     pub ttl: i64,
 }
+
 impl TaskAcquire {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -776,6 +821,7 @@ impl TaskAcquire {
         Ok(())
     }
 }
+
 /// `task.fence`: Runs a promise.create or promise.settle on behalf of a task, only while the task holds its lease.
 ///
 /// Guards, in order:
@@ -795,6 +841,7 @@ pub struct TaskFence {
     #[serde(rename = "action")]
     pub action: RawAction,
 }
+
 impl TaskFence {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -807,6 +854,7 @@ impl TaskFence {
         Ok(())
     }
 }
+
 /// `task.heartbeat`: Extends the leases a process holds; always 200, unknown or stale refs are ignored.
 ///
 /// Guards, in order: none.
@@ -819,6 +867,7 @@ pub struct TaskHeartbeat {
     #[serde(rename = "tasks", default, deserialize_with = "nullable")]
     pub tasks: Vec<TaskRef>,
 }
+
 impl TaskHeartbeat {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -828,6 +877,7 @@ impl TaskHeartbeat {
         Ok(())
     }
 }
+
 /// `task.suspend`: Parks an acquired task until one of the awaited promises settles.
 ///
 /// Guards, in order:
@@ -849,6 +899,7 @@ pub struct TaskSuspend {
     #[serde(rename = "actions")]
     pub actions: Vec<Action<PromiseRegisterCallback>>,
 }
+
 impl TaskSuspend {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -861,6 +912,7 @@ impl TaskSuspend {
         Ok(())
     }
 }
+
 /// `task.fulfill`: Settles the task's own promise and so fulfils the task.
 ///
 /// Guards, in order:
@@ -877,6 +929,7 @@ pub struct TaskFulfill {
     #[serde(rename = "action")]
     pub action: Action<PromiseSettle>,
 }
+
 impl TaskFulfill {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -890,6 +943,7 @@ impl TaskFulfill {
         Ok(())
     }
 }
+
 /// `task.release`: Gives a lease back; the task is dispatched again.
 ///
 /// Guards, in order:
@@ -904,6 +958,7 @@ pub struct TaskRelease {
     #[serde(rename = "version")]
     pub version: i64,
 }
+
 impl TaskRelease {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -916,6 +971,7 @@ impl TaskRelease {
         Ok(())
     }
 }
+
 /// `task.halt`: Stops a task from being dispatched until task.continue; idempotent.
 ///
 /// Guards, in order:
@@ -928,6 +984,7 @@ pub struct TaskHalt {
     #[serde(rename = "id")]
     pub id: String,
 }
+
 impl TaskHalt {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -937,6 +994,7 @@ impl TaskHalt {
         Ok(())
     }
 }
+
 /// `task.continue`: Makes a halted task pending again.
 ///
 /// Guards, in order:
@@ -949,6 +1007,7 @@ pub struct TaskContinue {
     #[serde(rename = "id")]
     pub id: String,
 }
+
 impl TaskContinue {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -958,6 +1017,7 @@ impl TaskContinue {
         Ok(())
     }
 }
+
 /// `task.search`: Lists tasks by id, optionally filtered by state.
 ///
 /// Guards, in order:
@@ -975,12 +1035,14 @@ pub struct TaskSearch {
     #[serde(rename = "cursor", default, deserialize_with = "nullable")]
     pub cursor: Option<String>,
 }
+
 impl TaskSearch {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
+
 /// `schedule.get`: Reads one schedule.
 ///
 /// Guards, in order:
@@ -992,6 +1054,7 @@ pub struct ScheduleGet {
     #[serde(rename = "id")]
     pub id: String,
 }
+
 impl ScheduleGet {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -1001,6 +1064,7 @@ impl ScheduleGet {
         Ok(())
     }
 }
+
 /// `schedule.create`: Creates a cron schedule, or returns the stored one; idempotent by id alone.
 ///
 /// Guards, in order:
@@ -1022,6 +1086,7 @@ pub struct ScheduleCreate {
     #[serde(rename = "promiseTags", default, deserialize_with = "nullable")]
     pub promise_tags: Tags,
 }
+
 impl ScheduleCreate {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -1040,6 +1105,7 @@ impl ScheduleCreate {
         Ok(())
     }
 }
+
 /// `schedule.delete`: Deletes a schedule; promises it created stay.
 ///
 /// Guards, in order:
@@ -1051,6 +1117,7 @@ pub struct ScheduleDelete {
     #[serde(rename = "id")]
     pub id: String,
 }
+
 impl ScheduleDelete {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
@@ -1060,6 +1127,7 @@ impl ScheduleDelete {
         Ok(())
     }
 }
+
 /// `schedule.search`: Lists schedules by id, optionally filtered by an exact-match subset of promiseTags.
 ///
 /// Guards, in order:
@@ -1076,12 +1144,14 @@ pub struct ScheduleSearch {
     #[serde(rename = "cursor", default, deserialize_with = "nullable")]
     pub cursor: Option<String>,
 }
+
 impl ScheduleSearch {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
+
 /// `debug.start`: Pauses the background loops and message delivery so deadlines are judged only by request clocks and debug.tick, and the outbox stays as steps left it.
 ///
 /// Guards, in order: none.
@@ -1089,12 +1159,14 @@ impl ScheduleSearch {
 /// Success: 200 {}.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct DebugStart {}
+
 impl DebugStart {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
+
 /// `debug.stop`: Resumes the background loops and message delivery.
 ///
 /// Guards, in order: none.
@@ -1102,12 +1174,14 @@ impl DebugStart {
 /// Success: 200 {}.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct DebugStop {}
+
 impl DebugStop {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
+
 /// `debug.reset`: Deletes every promise, task, schedule and queued message.
 ///
 /// Guards, in order: none.
@@ -1115,12 +1189,14 @@ impl DebugStop {
 /// Success: 200 {}.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct DebugReset {}
+
 impl DebugReset {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
+
 /// `debug.tick`: Runs every due internal rule once at `time` (schedules included); does not deliver messages.
 ///
 /// Guards, in order:
@@ -1132,12 +1208,14 @@ pub struct DebugTick {
     #[serde(rename = "time")]
     pub time: i64,
 }
+
 impl DebugTick {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
+
 /// `debug.snap`: Dumps the whole store.
 ///
 /// Guards, in order: none.
@@ -1145,12 +1223,14 @@ impl DebugTick {
 /// Success: 200 {promises, promiseTimeouts, callbacks, listeners, tasks, taskTimeouts, messages}.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct DebugSnap {}
+
 impl DebugSnap {
     /// The field checks of spec/kinds.yaml, in order; the first failure answers.
     pub fn check(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
+
 /// A decoded request.
 #[derive(Debug)]
 pub enum Request {
@@ -1181,6 +1261,7 @@ pub enum Request {
     DebugTick(DebugTick),
     DebugSnap(DebugSnap),
 }
+
 impl Request {
     /// The kind's wire name.
     pub fn kind(&self) -> &'static str {
@@ -1213,6 +1294,7 @@ impl Request {
             Request::DebugSnap(_) => "debug.snap",
         }
     }
+
     /// The decoded `data` as JSON: absent and null fields defaulted, unknown fields dropped.
     pub fn data(&self) -> String {
         match self {
@@ -1246,10 +1328,12 @@ impl Request {
             .expect("requests serialise")
     }
 }
+
 /// Whether a kind belongs to the debug surface.
 pub fn is_debug(kind: &str) -> bool {
     kind.starts_with("debug.")
 }
+
 /// Rust's words for types in serde's messages and the wire's, replaced in this order
 /// (spec/protocol.yaml `decode_detail`).
 const WIRE_WORDS: [(&str, &str); 11] = [
@@ -1277,6 +1361,7 @@ const WIRE_WORDS: [(&str, &str); 11] = [
     ("invalid type: floating point", "invalid type: number"),
     ("invalid type: unit value", "invalid type: null"),
 ];
+
 /// Decodes `data` as the fields of `kind`. A failure is described for the client
 /// (spec/protocol.yaml `decode_detail`): the path of the field that failed, if any, then
 /// serde's message in the wire's words, e.g.
@@ -1308,6 +1393,7 @@ fn from_json<T: for<'de> Deserialize<'de>>(
             }
         })
 }
+
 /// What a request field must be, to find where a request fails to decode.
 #[derive(Clone, Copy)]
 enum Shape {
@@ -1324,6 +1410,7 @@ enum Shape {
     Actions(&'static str),
     TaskRefs,
 }
+
 /// The fields of each kind's `data` (spec/kinds.yaml): wire name, shape, optional.
 fn shapes(kind: &str) -> &'static [(&'static str, Shape, bool)] {
     match kind {
@@ -1434,6 +1521,7 @@ fn shapes(kind: &str) -> &'static [(&'static str, Shape, bool)] {
         _ => &[],
     }
 }
+
 /// Whether `data` decodes as the fields of `kind`.
 fn decodes(kind: &str, data: &serde_json::Value) -> bool {
     match kind {
@@ -1466,6 +1554,7 @@ fn decodes(kind: &str, data: &serde_json::Value) -> bool {
         _ => false,
     }
 }
+
 /// Where decoding `data` as `kind`'s fields first fails, as serde meets it: keys in order,
 /// into nested envelopes, lists and tag maps; `path` itself when no field fails (a field is
 /// missing, or `data` is not an object).
@@ -1487,6 +1576,7 @@ fn failing_path(kind: &str, data: &serde_json::Value, path: &str) -> String {
     }
     path.to_string()
 }
+
 /// The path inside `value` (itself at `path`) where it fails to decode as `shape`, if it does.
 fn failing_value(shape: Shape, value: &serde_json::Value, path: &str) -> Option<String> {
     use serde_json::Value as Json;
@@ -1568,6 +1658,7 @@ fn failing_value(shape: Shape, value: &serde_json::Value, path: &str) -> Option<
         _ => Some(path.to_string()),
     }
 }
+
 /// Decodes `data` for a kind and runs its field checks.
 pub fn decode(kind: &str, data: serde_json::Value) -> Result<Request, Refusal> {
     fn parse<T: for<'de> Deserialize<'de>>(
@@ -1713,10 +1804,13 @@ pub fn decode(kind: &str, data: serde_json::Value) -> Result<Request, Refusal> {
     warn_if_seconds(&request);
     Ok(request)
 }
+
 /// Deadlines from this (2001-09-09 read as Unix seconds) up to [`MILLISECONDS_FROM`] (1973-03-03
 /// read as Unix milliseconds) were most likely written in seconds.
 const SECONDS_FROM: i64 = 1_000_000_000;
+
 const MILLISECONDS_FROM: i64 = 100_000_000_000;
+
 /// Logs a warning (at most one a minute) for a promise whose `timeoutAt` looks like Unix
 /// seconds: it is valid, but it lies in 1970, so the promise is created already timed out.
 fn warn_if_seconds(request: &Request) {
@@ -1756,12 +1850,14 @@ fn warn_if_seconds(request: &Request) {
         timeout_at / 86_400_000, timeout_at.saturating_mul(1000)
     );
 }
+
 /// The request a `task.fence` carries.
 #[derive(Debug)]
 pub enum Fenced {
     Create(PromiseCreate),
     Settle(PromiseSettle),
 }
+
 impl Fenced {
     /// Decodes a fenced action's `data` by its kind: `Ok(None)` for a kind a fence may not carry.
     pub fn decode(action: RawAction) -> Result<Option<Fenced>, Refusal> {
@@ -1776,6 +1872,7 @@ impl Fenced {
         };
         decoded.map(Some).map_err(Refusal::FenceData)
     }
+
     /// The promise the action acts on.
     pub fn id(&self) -> &str {
         match self {
@@ -1783,6 +1880,7 @@ impl Fenced {
             Fenced::Settle(r) => &r.id,
         }
     }
+
     /// The action's kind.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -1791,6 +1889,7 @@ impl Fenced {
         }
     }
 }
+
 impl ScheduleCreate {
     /// The longest promise id an occurrence can expand to: the schedule id for `{.id}` and
     /// the longest timestamp for every `{.timestamp}` (both in double braces).

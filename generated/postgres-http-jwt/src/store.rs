@@ -14,6 +14,7 @@
 //! here (and counted). Background passes skip rows another replica holds. Each process LISTENs on
 //! `resonate_outbox` on a connection of its own, so messages queued through any replica wake its
 //! delivery loop.
+
 use crate::config::{Config, Settings};
 use crate::cron::Cron;
 use crate::outbox::{Deliveries, Outgoing};
@@ -27,33 +28,45 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+
 /// The tables and functions, created or replaced at start-up.
 const SCHEMA: &str = include_str!("schema.sql");
+
 /// The advisory lock replicas take around the schema, so ones starting together do not race.
 const SCHEMA_LOCK: i64 = 0x7265_736f_6e61_7465;
+
 /// The most objects of each kind one background pass handles.
 const RULE_BATCH: i32 = 512;
+
 /// Most passes one debug.tick runs: a tick far in the future (a schedule firing every minute
 /// until the year 9999) would otherwise never answer; another tick continues the work.
 const TICK_PASSES: usize = 100;
+
 /// The most occurrences one schedule creates per firing.
 const SCHEDULE_BATCH: usize = 100;
+
 /// How long a claimed message is held from other replicas while this one sends it.
 const CLAIM_HOLD_MS: i64 = 30_000;
+
 /// How often a call aborted by a deadlock or a serialization failure is tried again.
 const MAX_RETRIES: u32 = 20;
+
 /// How long a new connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long the LISTEN connection waits before it reconnects.
 const RELISTEN_DELAY: Duration = Duration::from_secs(1);
+
 /// A storage failure.
 #[derive(Debug, Clone)]
 pub struct StoreError(pub String);
+
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         use std::error::Error;
@@ -66,15 +79,19 @@ impl From<tokio_postgres::Error> for StoreError {
         }
     }
 }
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError(format!("unexpected answer from PostgreSQL: {e}"))
     }
 }
+
 type Result<T> = std::result::Result<T, StoreError>;
+
 /// The longest promise id a schedule may expand to: below the 2,704 bytes a B-tree index row
 /// holds even uncompressed, so no firing can fail on it.
 const MAX_SCHEDULED_ID_BYTES: usize = 2048;
+
 /// A call is worth repeating when PostgreSQL aborted it to break a deadlock or a serialization
 /// conflict: nothing of it was committed.
 fn retryable(e: &tokio_postgres::Error) -> bool {
@@ -83,9 +100,11 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
         SqlState::T_R_SERIALIZATION_FAILURE
     )
 }
+
 /// PostgreSQL text cannot hold U+0000, which JSON strings may: requests carry this noncharacter
 /// in its place and answers turn it back (so a client's own U+10FFFF reads back as U+0000).
 const NUL_STAND_IN: char = '\u{10FFFF}';
+
 /// Replaces `from` by `to` in every string and key of a JSON value.
 fn swap_chars(v: serde_json::Value, from: char, to: char) -> serde_json::Value {
     use serde_json::Value as J;
@@ -108,6 +127,7 @@ fn swap_chars(v: serde_json::Value, from: char, to: char) -> serde_json::Value {
         other => other,
     }
 }
+
 /// JSON text for PostgreSQL: U+0000 replaced by its stand-in.
 fn to_database(text: String) -> Result<String> {
     if !text.contains("\\u0000") {
@@ -115,6 +135,7 @@ fn to_database(text: String) -> Result<String> {
     }
     Ok(swap_chars(serde_json::from_str(&text)?, '\0', NUL_STAND_IN).to_string())
 }
+
 /// JSON text from PostgreSQL for the wire: keys in alphabetical order (jsonb orders them by
 /// length; records on the wire list them alphabetically, as the official server does) and U+0000
 /// restored.
@@ -125,6 +146,7 @@ fn normalise(text: &str) -> Result<String> {
     }
     Ok(value.to_string())
 }
+
 /// The statements of one connection, prepared once.
 struct Statements {
     request: Statement,
@@ -134,10 +156,12 @@ struct Statements {
     record: Statement,
     ping: Statement,
 }
+
 struct Conn {
     client: Client,
     sql: Statements,
 }
+
 /// A fixed number of connections, opened on demand and reused.
 struct Pool {
     config: tokio_postgres::Config,
@@ -145,18 +169,22 @@ struct Pool {
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
 }
+
 /// A connection taken from the pool; it goes back when dropped, unless it broke.
 struct Lease<'a> {
     pool: &'a Pool,
     conn: Option<Conn>,
     _permit: tokio::sync::SemaphorePermit<'a>,
 }
+
 impl std::ops::Deref for Lease<'_> {
     type Target = Conn;
+
     fn deref(&self) -> &Conn {
         self.conn.as_ref().expect("a lease holds its connection until dropped")
     }
 }
+
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take().filter(|c| !c.client.is_closed()) {
@@ -164,6 +192,7 @@ impl Drop for Lease<'_> {
         }
     }
 }
+
 /// Opens a connection and drives it on the runtime.
 async fn connect(config: &tokio_postgres::Config) -> Result<Client> {
     let (client, connection) = config.connect(NoTls).await?;
@@ -174,6 +203,7 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client> {
     });
     Ok(client)
 }
+
 impl Pool {
     async fn get(&self) -> Result<Lease<'_>> {
         let permit = self
@@ -192,6 +222,7 @@ impl Pool {
             _permit: permit,
         })
     }
+
     /// A new connection: the schema on the search path, this process's settings for the
     /// functions (`resonate.retry_timeout`, `resonate.server_url`, `resonate.retention`), the statements prepared.
     async fn open(&self) -> Result<Conn> {
@@ -238,11 +269,13 @@ impl Pool {
         Ok(Conn { client, sql })
     }
 }
+
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
+
 struct Inner {
     pool: Pool,
     settings: Arc<Settings>,
@@ -251,12 +284,14 @@ struct Inner {
     /// Calls repeated after a deadlock or serialization failure, since start.
     retries: AtomicU64,
 }
+
 /// What a background pass reports: whether a batch was full, and the schedules due (rule R7).
 #[derive(Deserialize)]
 struct Pass {
     more: bool,
     schedules: Vec<DueSchedule>,
 }
+
 #[derive(Deserialize)]
 struct DueSchedule {
     id: String,
@@ -264,11 +299,13 @@ struct DueSchedule {
     #[serde(rename = "nextRunAt")]
     next_run_at: i64,
 }
+
 #[derive(Deserialize)]
 struct Claim {
     rows: Vec<ClaimedRow>,
     next: Option<i64>,
 }
+
 #[derive(Deserialize)]
 struct ClaimedRow {
     key: String,
@@ -276,6 +313,7 @@ struct ClaimedRow {
     message: serde_json::Value,
     attempts: i64,
 }
+
 impl Store {
     /// Connects, creates or updates the schema (under an advisory lock, so replicas starting
     /// together take turns), and starts listening for queued messages; `enqueued` is notified
@@ -342,6 +380,7 @@ impl Store {
         store.ping().await.map_err(unreachable)?;
         Ok(store)
     }
+
     /// Runs one decoded request at `now`; `corr_id` is echoed inside fenced actions.
     pub async fn execute(
         &self,
@@ -406,6 +445,7 @@ impl Store {
         };
         self.call(request.kind(), data, now, extra).await
     }
+
     /// One call of `resonate.request`, repeated if PostgreSQL aborted it to break a deadlock.
     async fn call(
         &self,
@@ -449,6 +489,7 @@ impl Store {
             }
         }
     }
+
     /// One bounded pass of the background rules at `now`, unless debug.start paused them while
     /// this pass waited for a connection; true when more work may remain.
     pub async fn run_rules(&self, now: i64) -> Result<bool> {
@@ -458,6 +499,7 @@ impl Store {
         }
         self.pass(&conn, now, false).await
     }
+
     /// Rules R1, R5, R6, R8 in SQL, then R7 with occurrences computed here; true when more work may
     /// remain. A `patient` pass (debug.tick) waits for rows that requests hold instead of
     /// skipping them, and is repeated when PostgreSQL aborts it to break a deadlock.
@@ -504,12 +546,14 @@ impl Store {
         }
         Ok(pass.more || !pass.schedules.is_empty())
     }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
         let conn = self.inner.pool.get().await?;
         conn.client.query_one(&conn.sql.ping, &[]).await?;
         Ok(())
     }
+
     /// Claims due messages this replica can deliver (pushes, and poll:// messages for the
     /// `streams` it holds: group names and `group/id`s); also answers when the next one falls due.
     pub async fn outbox(
@@ -542,6 +586,7 @@ impl Store {
             .collect::<Result<_>>()?;
         Ok((rows, claim.next))
     }
+
     /// Records what became of messages handed to the transports; returns how many failed
     /// messages the retry cap dropped.
     pub async fn record_delivery(&self, d: Deliveries) -> Result<usize> {
@@ -580,6 +625,7 @@ impl Store {
         Ok(usize::try_from(dropped).unwrap_or(0))
     }
 }
+
 /// Creates or updates the schema: one transaction under an advisory lock, skipped when the
 /// database already has this exact schema.
 async fn migrate(client: &Client) -> Result<()> {
@@ -622,6 +668,7 @@ async fn migrate(client: &Client) -> Result<()> {
     }
     Ok(())
 }
+
 /// FNV-1a: a stable fingerprint of the schema text.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes
@@ -631,6 +678,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
             |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3),
         )
 }
+
 /// LISTENs for `resonate_outbox` notifications on a connection of its own and wakes the delivery
 /// loop for each; reconnects when the connection drops (and wakes the loop then too, for what
 /// was queued meanwhile).

@@ -2,7 +2,9 @@
 
 //! Configuration from flags and `RESONATE_*` environment variables (flags win), with the official
 //! server's names and defaults. Rendered from spec/config.yaml.
+
 use std::sync::atomic::AtomicBool;
+
 /// What the running server shares between requests, rules and delivery.
 pub struct Settings {
     /// ms between dispatches of a pending task (rule R6).
@@ -18,6 +20,7 @@ pub struct Settings {
     /// ms after settlement a promise is deleted (rule R8); 0 keeps everything.
     pub retention: i64,
 }
+
 /// The server's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -48,6 +51,7 @@ pub struct Config {
     /// log level: error, warn, info or debug
     pub level: String,
 }
+
 /// Every flag this server takes.
 const FLAGS: &[&str] = &[
     "server-port",
@@ -64,13 +68,16 @@ const FLAGS: &[&str] = &[
     "debug",
     "level",
 ];
+
 /// The `--help` text.
 const HELP: &str = "resonate-postgres-http: a Resonate protocol 2026-04-01 server (PostgreSQL (one function call per request, replicas share the database), HTTP + SSE, HTTP push)\n\nUsage: resonate-postgres-http [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-postgres-url <string>\n      PostgreSQL connection URL, e.g. postgres://user:password@127.0.0.1:5432/resonate (required) [env: RESONATE_STORAGE__POSTGRES__URL] [default: ]\n  --storage-postgres-pool-size <i64>\n      connections the server keeps open to PostgreSQL for requests (one more LISTENs for messages) [env: RESONATE_STORAGE__POSTGRES__POOL_SIZE] [default: 10]\n  --tasks-retry-timeout <i64>\n      ms between re-sends of a pending task's execute message while no worker has acquired it (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes that time out promises, expire leases, re-send tasks and fire schedules (rules R1, R5, R6, R7) [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n";
+
 /// The `--version` text.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"),
     " (Resonate protocol 2026-04-01)"
 );
+
 impl Config {
     /// Reads the environment, then the command line. `Ok(None)` means `--help` or `--version`
     /// was printed.
@@ -185,9 +192,11 @@ impl Config {
         }
         Ok(Some(config))
     }
+
     fn is_bool(&self, name: &str) -> bool {
         matches!(name, "debug" | "")
     }
+
     /// Sets one option from its text; `source` names the flag or variable in errors.
     fn set(&mut self, name: &str, value: &str, source: &str) -> Result<(), String> {
         match name {
@@ -296,6 +305,7 @@ impl Config {
         }
         Ok(())
     }
+
     /// The run-time settings these options give.
     pub fn settings(&self) -> Settings {
         Settings {
@@ -307,6 +317,7 @@ impl Config {
             retention: self.retention,
         }
     }
+
     /// The URL sent to workers in execute messages.
     fn server_url(&self) -> String {
         if self.server_url.is_empty() {
@@ -316,6 +327,7 @@ impl Config {
         }
     }
 }
+
 /// The flag most like an unknown one: one that has it as a whole word (`port` for
 /// `server-port`), else one a typo or two away.
 fn suggestion(unknown: &str) -> Option<&'static str> {
@@ -332,6 +344,7 @@ fn suggestion(unknown: &str) -> Option<&'static str> {
         .min()
         .map(|(_, f)| f)
 }
+
 /// Levenshtein distance between two short ASCII strings.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -349,6 +362,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     row[b.len()]
 }
+
 /// An absolute `http://` or `https://` URL with a host and no spaces.
 fn is_url(text: &str) -> bool {
     let rest = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://"));
@@ -356,6 +370,7 @@ fn is_url(text: &str) -> bool {
     !host.is_empty() && !host.starts_with(':')
         && !text.chars().any(|c| c.is_whitespace() || c.is_control())
 }
+
 /// Milliseconds in a duration written as a sum of `<number><unit>` terms, units `d`, `h`, `m`,
 /// `s` and `ms` (`7d`, `1h30m`); a bare number is milliseconds. None if malformed or too long.
 fn duration_ms(text: &str) -> Option<i64> {
@@ -385,9 +400,11 @@ fn duration_ms(text: &str) -> Option<i64> {
     }
     Some(total)
 }
+
 #[cfg(test)]
 mod tests {
     use super::duration_ms;
+
     #[test]
     fn durations() {
         assert_eq!(duration_ms("7d"), Some(7 * 86_400_000));
@@ -401,9 +418,11 @@ mod tests {
         }
     }
 }
+
 #[cfg(test)]
 mod flag_tests {
     use super::*;
+
     #[test]
     fn an_unknown_flag_gets_the_nearest_one() {
         let flag = FLAGS[0];
@@ -418,6 +437,7 @@ mod flag_tests {
         assert_eq!(suggestion("nothing-like-it"), None);
         assert_eq!(suggestion(""), None);
     }
+
     #[test]
     fn urls_need_a_scheme_and_a_host() {
         for good in [

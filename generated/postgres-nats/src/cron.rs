@@ -16,21 +16,29 @@
 //!
 //! A time matches when every field matches; in particular the day-of-month AND the
 //! day-of-week must both match (no Vixie-cron OR rule). All times are UTC Unix milliseconds.
+
 use std::collections::BTreeSet;
+
 /// The allowed values of one field.
 type Set = BTreeSet<u32>;
+
 /// First year a 7-field expression may name (and the first year ever searched).
 const MIN_YEAR: i64 = 1970;
+
 /// Last year a 7-field expression may name; no occurrence is ever produced after it.
 const MAX_YEAR: i64 = 2100;
+
 /// Without a year field, the search gives up this many years after the starting year.
 const HORIZON_YEARS: i64 = 5;
+
 /// Month spellings in order: `|` separates months, spaces separate aliases of one month.
 const MONTHS: &str = "jan january|feb february|mar march|apr april|may|jun june|jul july\
     |aug august|sep september|oct october|nov november|dec december";
+
 /// Day-of-week spellings in the same format, starting at Sunday = 1.
 const WEEKDAYS: &str = "sun sunday|mon monday|tue tues tuesday|wed wednesday\
     |thu thurs thursday|fri friday|sat saturday";
+
 /// Static description of a field: its inclusive bounds, its names (the first name means
 /// `lo`) and whether `?` is accepted.
 struct Spec {
@@ -39,6 +47,7 @@ struct Spec {
     names: &'static str,
     any: bool,
 }
+
 /// Field specs in the order of the 7-field form.
 const SPECS: [Spec; 7] = [
     Spec::new(0, 59, "", false),
@@ -49,10 +58,12 @@ const SPECS: [Spec; 7] = [
     Spec::new(1, 7, WEEKDAYS, true),
     Spec::new(MIN_YEAR as u32, MAX_YEAR as u32, "", false),
 ];
+
 impl Spec {
     const fn new(lo: u32, hi: u32, names: &'static str, any: bool) -> Spec {
         Spec { lo, hi, names, any }
     }
+
     /// Parses a whole field (a comma list) into the set of values it allows.
     fn parse(&self, field: &str) -> Option<Set> {
         let mut set = Set::new();
@@ -66,6 +77,7 @@ impl Spec {
         }
         Some(set)
     }
+
     /// Resolves the part of an item before `/` to an inclusive, in-bounds range.
     /// `stepped` says a step follows: then a single value `a` stands for `a` to the maximum.
     fn bounds(&self, base: &str, stepped: bool) -> Option<(u32, u32)> {
@@ -90,6 +102,7 @@ impl Spec {
         };
         (self.lo <= a && a <= b && b <= self.hi).then_some((a, b))
     }
+
     /// The value of a month or weekday name (case-insensitive), if this field has names.
     fn name(&self, text: &str) -> Option<u32> {
         let index = self
@@ -101,11 +114,13 @@ impl Spec {
         Some(self.lo + index as u32)
     }
 }
+
 /// A plain decimal number (digits only: no sign, no spaces).
 fn number(text: &str) -> Option<u32> {
     let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     digits.then(|| text.parse().ok()).flatten()
 }
+
 /// A parsed cron expression.
 #[derive(Debug, Clone)]
 pub struct Cron {
@@ -119,6 +134,7 @@ pub struct Cron {
     /// True for the 7-field form: search up to `MAX_YEAR` instead of `HORIZON_YEARS` ahead.
     has_year: bool,
 }
+
 impl Cron {
     /// Parses 5 fields (minute hour day-of-month month day-of-week; seconds = 0 is implied),
     /// 6 fields (seconds first) or 7 fields (seconds first, year last).
@@ -154,6 +170,7 @@ impl Cron {
             has_year,
         })
     }
+
     /// The first occurrence strictly after `after_ms` (Unix ms, UTC), or None if there is none
     /// (e.g. a year field entirely in the past, or Feb 30).
     ///
@@ -189,6 +206,7 @@ impl Cron {
         }
         None
     }
+
     /// The smallest allowed value of `unit` that is >= its current value in `t`, given the
     /// larger units. Days must match both the day-of-month and day-of-week sets and exist in
     /// the month (so a value past the month's end yields None, carrying into the month).
@@ -207,12 +225,14 @@ impl Cron {
             _ => first(&self.seconds),
         }
     }
+
     /// Whether a calendar day matches both day fields.
     fn day_matches(&self, year: i64, month: i64, day: i64) -> bool {
         self.days.contains(&(day as u32))
             && self.weekdays.contains(&weekday(days_from_civil(year, month, day)))
     }
 }
+
 /// Sets `t[unit]` to `value` and resets every smaller unit to its minimum.
 fn set_unit(t: &mut [i64; 6], unit: usize, value: i64) {
     t[unit] = value;
@@ -220,10 +240,12 @@ fn set_unit(t: &mut [i64; 6], unit: usize, value: i64) {
         *slot = if smaller < 3 { 1 } else { 0 };
     }
 }
+
 /// Quartz weekday (1 = Sunday ... 7 = Saturday) of a day counted from 1970-01-01 (a Thursday).
 fn weekday(days: i64) -> u32 {
     (days + 4).rem_euclid(7) as u32 + 1
 }
+
 /// Number of days in a month (1-12) of the proleptic Gregorian calendar.
 fn days_in_month(year: i64, month: i64) -> i64 {
     match month {
@@ -232,6 +254,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
         _ => 31,
     }
 }
+
 /// Days since 1970-01-01 of a proleptic Gregorian date. Years are counted from March so the
 /// leap day falls at the end; a 400-year era has exactly 146097 days.
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
@@ -243,6 +266,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
         + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
+
 /// Inverse of `days_from_civil`: (year, month, day) of a day counted from 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let days = days + 719_468;
@@ -258,18 +282,22 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
     /// Unix ms of a UTC date-time, via the module's own conversion (checked below).
     fn ms(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64) -> i64 {
         (days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s) * 1000
     }
+
     fn next(expr: &str, after_ms: i64) -> Option<i64> {
         Cron::parse(expr)
             .unwrap_or_else(|| panic!("should parse: {expr}"))
             .next_after(after_ms)
     }
+
     #[test]
     fn civil_conversions_match_python_datetime() {
         assert_eq!(ms(1970, 1, 1, 0, 0, 0), 0);
@@ -284,6 +312,7 @@ mod tests {
         assert_eq!(weekday(days_from_civil(2026, 11, 30)), 2, "2026-11-30 is a Monday");
         assert_eq!(weekday(0), 5, "1970-01-01 is a Thursday");
     }
+
     #[test]
     fn every_minute_and_strictly_after() {
         let t = ms(2026, 1, 1, 0, 0, 0);
@@ -292,6 +321,7 @@ mod tests {
         assert_eq!(next("* * * * *", t + 1), Some(t + 60_000));
         assert_eq!(next("* * * * * *", t), Some(t + 1000));
     }
+
     #[test]
     fn known_pairs_from_python() {
         assert_eq!(next("*/15 * * * *", 1_704_067_650_000), Some(1_704_068_100_000));
@@ -307,6 +337,7 @@ mod tests {
             next("0 0 0 1 1 ? 2030", ms(2026, 5, 5, 0, 0, 0)), Some(1_893_456_000_000)
         );
     }
+
     #[test]
     fn weekday_numbering_is_quartz() {
         let monday = next("0 9 * * 2", ms(2026, 11, 25, 0, 0, 0)).unwrap();
@@ -318,6 +349,7 @@ mod tests {
             next("0 0 * * 7", ms(2026, 11, 25, 0, 0, 0)), Some(ms(2026, 11, 28, 0, 0, 0))
         );
     }
+
     #[test]
     fn rollovers() {
         assert_eq!(
@@ -336,6 +368,7 @@ mod tests {
             0))
         );
     }
+
     #[test]
     fn six_and_seven_fields() {
         let t = ms(2026, 6, 1, 10, 2, 3);
@@ -345,6 +378,7 @@ mod tests {
         assert_eq!(next("0 0 0 1 1 ? 2020,2027-2030", t), Some(ms(2027, 1, 1, 0, 0, 0)));
         assert_eq!(next("* * * * * * 2100", ms(2101, 1, 1, 0, 0, 0)), None);
     }
+
     #[test]
     fn impossible_dates_give_none() {
         assert_eq!(next("0 0 30 2 *", 0), None);
@@ -355,6 +389,7 @@ mod tests {
         assert_eq!(next("* * * * *", i64::MAX), None, "far future is past 2100");
         assert_eq!(next("0 0 1 1 *", i64::MIN), Some(0), "search starts at 1970");
     }
+
     #[test]
     fn whitespace_and_case() {
         let t = ms(2026, 1, 1, 0, 0, 0);
@@ -363,6 +398,7 @@ mod tests {
         assert_eq!(next("0 0 * * Tues-Thursday", t), next("0 0 * * 3-5", t));
         assert_eq!(next("0 0 * * MON-FRI/2", t), next("0 0 * * 2,4,6", t));
     }
+
     #[test]
     fn invalid_expressions() {
         for expr in [
@@ -400,6 +436,7 @@ mod tests {
             assert!(Cron::parse(expr).is_none(), "should be rejected: {expr:?}");
         }
     }
+
     /// Compares every occurrence over two years against a brute-force minute-by-minute scan.
     #[test]
     fn agrees_with_brute_force() {

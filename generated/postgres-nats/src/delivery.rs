@@ -9,6 +9,7 @@
 //! the task is pending. An address that is not a publishable subject is retried with backoff
 //! like an unreachable push endpoint, under the same `messages-retry-cap`. The loop sleeps until
 //! a commit queues a message or a deferred one falls due: an idle server does no work.
+
 use crate::clock::now;
 use crate::config::Settings;
 use crate::outbox::{backoff, Deliveries, Outgoing, BACKOFF_MAX_MS, BACKOFF_MIN_MS};
@@ -17,12 +18,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
+
 /// Messages handled per pass.
 const BATCH: usize = 256;
+
 /// Protocol frames that may wait for the connection (while it is re-established, say).
 const FRAME_BUFFER: usize = 4096;
+
 /// How often a paused loop (debug.start) looks whether it was resumed.
 const PAUSED_POLL: Duration = Duration::from_millis(50);
+
 /// Writes protocol frames to the NATS connection, whichever connection is current; cheap to
 /// clone. Frames queue while the connection is re-established.
 #[derive(Clone)]
@@ -32,6 +37,7 @@ pub struct Publisher {
     /// would make it close the connection.
     max_payload: Arc<AtomicUsize>,
 }
+
 /// Why a message was not published.
 pub enum Unpublished {
     /// Larger than the NATS server's `max_payload`.
@@ -39,6 +45,7 @@ pub enum Unpublished {
     /// The connection's writer is gone.
     Closed,
 }
+
 impl Publisher {
     /// A publisher and the receiving end the connection writes from.
     pub fn new() -> (Publisher, mpsc::Receiver<Vec<u8>>) {
@@ -51,10 +58,12 @@ impl Publisher {
             rx,
         )
     }
+
     /// Records the `max_payload` a (re)connected NATS server announced.
     pub fn set_max_payload(&self, bytes: usize) {
         self.max_payload.store(bytes, Ordering::Relaxed);
     }
+
     /// Publishes `payload` to `subject`, which must be [`valid_subject`].
     pub async fn publish(
         &self,
@@ -74,11 +83,13 @@ impl Publisher {
         frame.extend_from_slice(b"\r\n");
         if self.send(frame).await { Ok(()) } else { Err(Unpublished::Closed) }
     }
+
     /// Queues one raw protocol frame.
     pub async fn send(&self, frame: Vec<u8>) -> bool {
         self.frames.send(frame).await.is_ok()
     }
 }
+
 /// Whether `subject` can be published to: dot-separated non-empty tokens without whitespace,
 /// control characters or wildcards (`*`, `>`). The same rule decides which `nats://` addresses
 /// a promise may name (spec/protocol.yaml addresses).
@@ -94,6 +105,7 @@ pub fn valid_subject(subject: &str) -> bool {
                         })
             })
 }
+
 /// The delivery loop. debug.start pauses it, as it pauses the rules, so debug.snap shows the
 /// outbox exactly as the steps left it.
 pub async fn run(
@@ -130,6 +142,7 @@ pub async fn run(
         }
     }
 }
+
 /// Publishes one pass of due messages and records the outcome.
 async fn deliver(store: &Store, publisher: &Publisher, rows: Vec<Outgoing>) {
     let mut out = Deliveries::default();

@@ -11,6 +11,7 @@
 //! `outbox` (queued messages between store and delivery), `protocol` (wire records and requests,
 //! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
 //! environment).
+
 mod clock;
 mod config;
 mod cron;
@@ -22,8 +23,10 @@ mod outbox;
 mod service;
 mod store;
 mod url;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
+
 /// Log levels, most severe first.
 #[derive(Clone, Copy, PartialEq, PartialOrd)]
 pub enum Level {
@@ -32,7 +35,9 @@ pub enum Level {
     Info,
     Debug,
 }
+
 static LOG_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
 /// Sets the level from its name (the `level` option).
 pub fn set_log_level(name: &str) -> Result<(), String> {
     let level = match name {
@@ -47,10 +52,12 @@ pub fn set_log_level(name: &str) -> Result<(), String> {
     LOG_LEVEL.store(level as u8, Ordering::Relaxed);
     Ok(())
 }
+
 /// Whether messages at `level` are written.
 pub fn logs(level: Level) -> bool {
     level as u8 <= LOG_LEVEL.load(Ordering::Relaxed)
 }
+
 /// Writes one log line to stderr if its level is enabled.
 #[macro_export]
 macro_rules! log {
@@ -59,6 +66,7 @@ macro_rules! log {
         .to_lowercase(), format_args!($($arg)*)); }
     };
 }
+
 fn main() -> ExitCode {
     let config = match config::Config::load() {
         Ok(Some(c)) => c,

@@ -10,6 +10,7 @@
 //! over one plain TCP connection and re-establishes it, with its subscription, whenever it
 //! drops; a request in flight then is lost and the caller's timeout retries it. It carries no
 //! TLS, JetStream or other client features the server does not use.
+
 use crate::config::Config;
 use crate::delivery::{self, valid_subject, Publisher, Unpublished};
 use crate::protocol::Refusal;
@@ -22,22 +23,31 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify, Semaphore};
+
 /// The header naming the subject an answer goes to.
 const REPLY_HEADER: &str = "Resonate-Reply-To";
+
 /// The longest protocol line accepted from the NATS server (a MSG line names two subjects).
 const LINE_LIMIT: u64 = 64 * 1024;
+
 /// How long connecting and the handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Bounds of the wait between attempts to re-establish a dropped connection.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
+
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
 /// How often the server pings NATS, so a dead connection is noticed while idle.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Frames written to the socket at once, at most.
 const WRITE_BATCH: usize = 64 * 1024;
+
 /// Requests being answered at once, at most; past it the server stops reading from NATS until
 /// one is answered, and NATS holds (or, for a slow consumer, drops) the rest.
 const IN_FLIGHT: usize = 1024;
+
 /// Where and as whom to connect: `nats://[user:password@]host[:port]`.
 struct Endpoint {
     /// `host:port`.
@@ -45,6 +55,7 @@ struct Endpoint {
     /// `"user":"…","pass":"…"` for CONNECT, when the URL carries them.
     credentials: Option<(String, String)>,
 }
+
 impl Endpoint {
     fn parse(url: &str) -> Result<Endpoint, String> {
         let rest = url
@@ -81,6 +92,7 @@ impl Endpoint {
             });
         Ok(Endpoint { address, credentials })
     }
+
     /// The CONNECT frame: headers on, quiet (no +OK), named after the server.
     fn connect_frame(&self) -> Vec<u8> {
         let mut options = serde_json::json!(
@@ -95,6 +107,7 @@ impl Endpoint {
         format!("CONNECT {options}\r\n").into_bytes()
     }
 }
+
 /// A URL with any password replaced, for messages.
 fn redact(url: &str) -> String {
     match url
@@ -105,6 +118,7 @@ fn redact(url: &str) -> String {
         None => url.to_string(),
     }
 }
+
 /// Opens the store, connects to NATS, starts delivery and answers requests until the process
 /// ends.
 pub async fn serve(config: Config) -> Result<(), String> {
@@ -173,6 +187,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         crate::log!(Info, "reconnected to NATS at nats://{}", endpoint.address);
     }
 }
+
 /// An established connection: subscribed, and confirmed by the server's PONG.
 struct Connection {
     reader: BufReader<OwnedReadHalf>,
@@ -180,6 +195,7 @@ struct Connection {
     /// The INFO's `max_payload`.
     max_payload: usize,
 }
+
 /// Connects, reads INFO, sends CONNECT and the subscription, and waits for the PONG that
 /// confirms both (an authorisation failure arrives as -ERR instead).
 async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, String> {
@@ -233,6 +249,7 @@ async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, St
         .await
         .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
 }
+
 /// Reads one protocol line, without its CRLF.
 async fn read_line(reader: &mut BufReader<OwnedReadHalf>) -> Result<String, String> {
     let mut line = Vec::new();
@@ -249,6 +266,7 @@ async fn read_line(reader: &mut BufReader<OwnedReadHalf>) -> Result<String, Stri
     }
     Ok(String::from_utf8_lossy(&line).trim_end().to_string())
 }
+
 /// Serves one connection until it fails; returns why.
 async fn session(
     Connection { mut reader, mut writer, max_payload }: Connection,
@@ -297,6 +315,7 @@ async fn session(
         why = write => why, why = read => why,
     }
 }
+
 /// One request as NATS delivered it.
 struct Message {
     /// The message's NATS reply subject, if it has one.
@@ -305,6 +324,7 @@ struct Message {
     headers: String,
     payload: Vec<u8>,
 }
+
 /// Reads the next protocol operation; a request message is returned, anything else handled
 /// here (PING is answered, INFO and PONG ignored, -ERR logged).
 async fn read_message(
@@ -351,6 +371,7 @@ async fn read_message(
         }),
     )
 }
+
 /// The value of a header, its name matched without regard to case.
 fn header<'h>(headers: &'h str, name: &str) -> Option<&'h str> {
     headers
@@ -361,6 +382,7 @@ fn header<'h>(headers: &'h str, name: &str) -> Option<&'h str> {
             key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
         })
 }
+
 /// Answers one request where its caller listens; a request with nowhere to answer is dropped
 /// with a log line, unanswered and unapplied.
 async fn answer(service: &Service, publisher: &Publisher, message: Message) {

@@ -91,7 +91,6 @@ CREATE TABLE IF NOT EXISTS schedules (
     next_run_at bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules (next_run_at);
-
 CREATE INDEX IF NOT EXISTS promises_settled ON promises (settled_at) WHERE settled_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS promises_pending ON promises (timeout_at) WHERE state = 'pending';
 
@@ -1014,21 +1013,17 @@ DECLARE
     p promises;
     t tasks;
     was tasks;
-
-retention bigint := current_setting('resonate.retention')::bigint;
+    retention bigint := current_setting('resonate.retention')::bigint;
     purged integer := 0;
-
 BEGIN
-
--- R1 for armed promises, and (rule R8) for stored-pending ones overdue past the retention
+    -- R1 for armed promises, and (rule R8) for stored-pending ones overdue past the retention
     -- horizon, so their drains run before they are deleted below.
     FOR candidate IN SELECT id FROM (
             SELECT id, armed_at AS due FROM promises WHERE armed_at <= now
             UNION
             SELECT id, timeout_at FROM promises WHERE retention > 0 AND state = 'pending' AND timeout_at <= now - retention
         ) due ORDER BY due LIMIT batch LOOP
-
-IF NOT patient THEN
+        IF NOT patient THEN
             PERFORM 1 FROM promises WHERE id = candidate FOR UPDATE SKIP LOCKED;
             CONTINUE WHEN NOT FOUND;
         END IF;
@@ -1057,8 +1052,7 @@ IF NOT patient THEN
             PERFORM update_task(t);
         END IF;
     END LOOP;
-
--- Rule R8: delete the promises settled before the horizon that nothing pending may still
+    -- Rule R8: delete the promises settled before the horizon that nothing pending may still
     -- read, with their tasks.
     IF retention > 0 THEN
         FOR candidate IN SELECT e.id FROM promises e
@@ -1079,8 +1073,7 @@ IF NOT patient THEN
             purged := purged + 1;
         END LOOP;
     END IF;
-
-RETURN jsonb_build_object(
+    RETURN jsonb_build_object(
         'more', promises_done = batch OR tasks_seen = batch OR purged = batch,
         'schedules', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'cron', s.record->>'cron',
             'nextRunAt', s.next_run_at) ORDER BY s.next_run_at), '[]')

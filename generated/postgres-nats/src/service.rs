@@ -3,6 +3,7 @@
 //! The transport-neutral server: a request envelope in, a response envelope out, and the
 //! background rules. A transport hands [`Service::handle`] the bytes of each request and sends
 //! back the [`Answer`]; it never looks inside an envelope.
+
 use crate::clock::now;
 use crate::config::{Config, Settings};
 use crate::protocol::{self, Refusal, Reply, Request, VERSION};
@@ -12,15 +13,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
 /// Requests larger than this are refused with 413 before they are parsed.
 pub const BODY_LIMIT: usize = 2097152;
+
 /// The message of that refusal.
 pub const TOO_LARGE: &str = "Failed to buffer the request body: length limit exceeded";
+
 /// A response envelope and its status (`head.status`, which HTTP also uses as its status).
 pub struct Answer {
     pub status: u16,
     pub body: String,
 }
+
 /// The request envelope. Unknown fields are ignored (SDKs add their own head fields).
 #[derive(Deserialize)]
 struct Envelope {
@@ -28,6 +33,7 @@ struct Envelope {
     head: Head,
     data: serde_json::Value,
 }
+
 #[derive(Deserialize)]
 struct Head {
     #[serde(rename = "corrId")]
@@ -36,11 +42,13 @@ struct Head {
     #[serde(rename = "resonate:debug_time")]
     debug_time: Option<i64>,
 }
+
 /// The store and what every request is checked against.
 pub struct Service {
     store: Store,
     debug: bool,
 }
+
 impl Service {
     /// Opens the store and starts the background rules. `enqueued` is notified after each
     /// commit that queued a message.
@@ -58,10 +66,12 @@ impl Service {
             debug: config.debug,
         })
     }
+
     /// The store, for delivery and readiness.
     pub fn store(&self) -> &Store {
         &self.store
     }
+
     /// Answers one request envelope.
     pub async fn handle(&self, body: &[u8]) -> Answer {
         let env: Envelope = match serde_json::from_slice(body) {
@@ -77,6 +87,7 @@ impl Service {
             Err(refusal) => refused(&kind, &corr_id, refusal),
         }
     }
+
     /// The envelope checks of spec/protocol.yaml in order, then the kind's own step.
     async fn dispatch(&self, env: Envelope) -> Result<Reply, Refusal> {
         if env.kind.is_empty() {
@@ -111,6 +122,7 @@ impl Service {
             })
     }
 }
+
 /// Runs the background rules every `interval` ms unless debug.start paused them; a pass that
 /// filled a batch is followed at once by another.
 async fn background(store: Store, settings: Arc<Settings>, interval: i64) {
@@ -130,16 +142,19 @@ async fn background(store: Store, settings: Arc<Settings>, interval: i64) {
         }
     }
 }
+
 /// The response envelope of a refusal: its status, its message as `data`.
 pub fn refused(kind: &str, corr_id: &str, refusal: Refusal) -> Answer {
     envelope(kind, corr_id, refusal.status(), &json_string(&refusal.message()))
 }
+
 /// The response envelope of a request over the size limit (where the transport has an envelope
 /// to answer with: HTTP answers 413 in plain text instead).
 pub fn too_large(body: &[u8]) -> Answer {
     let (kind, corr_id) = salvage(body);
     envelope(&kind, &corr_id, 413, &json_string(TOO_LARGE))
 }
+
 /// The envelope sent instead of an answer of `bytes` the transport cannot carry (over NATS's
 /// `max_payload` of `max`): a 500, as for any failure of the server's own making.
 pub fn response_too_large(
@@ -153,6 +168,7 @@ pub fn response_too_large(
     );
     envelope(kind, corr_id, 500, &json_string(&message))
 }
+
 /// Writes a response envelope: keys `kind, head, data`, head keys `corrId, status, version`.
 fn envelope(kind: &str, corr_id: &str, status: u16, data: &str) -> Answer {
     let mut body = String::with_capacity(data.len() + kind.len() + corr_id.len() + 64);
@@ -169,9 +185,11 @@ fn envelope(kind: &str, corr_id: &str, status: u16, data: &str) -> Answer {
     body.push('}');
     Answer { status, body }
 }
+
 fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialise")
 }
+
 /// The kind and corrId of an unparseable envelope, when the body is JSON enough to have them.
 pub fn salvage(body: &[u8]) -> (String, String) {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();

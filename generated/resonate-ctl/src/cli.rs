@@ -3,9 +3,11 @@
 //! The command line, built at run time from [`KINDS`] with clap's builder API: one subcommand
 //! `<group> <verb>` per kind, one flag (or positional) per argument, the spec's doc as its help
 //! and examples after it. Beside the kinds: `tree`, `watch`, `invoke`, `mcp` and `completions`.
+
 use crate::kinds::{Arg, Kind, Request, Type, GROUPS, KINDS};
 use crate::request::Inputs;
 use clap::{ArgAction, ArgGroup, ArgMatches, Command};
+
 /// The exit codes, for `--help` and main.rs.
 pub const EXIT_CODES: &str = "Exit codes:
   0  success
@@ -14,6 +16,7 @@ pub const EXIT_CODES: &str = "Exit codes:
   3  server unreachable: no connection, no answer in time, no NATS subscriber
   4  server error: a 5xx or an answer that is not the protocol's
   5  watch: still pending when --timeout ran out";
+
 /// The whole command tree.
 pub fn command() -> Command {
     let mut root = Command::new("resonate-ctl")
@@ -127,6 +130,7 @@ pub fn command() -> Command {
                 ),
         )
 }
+
 /// `<group> <verb>`: the kind's doc, its arguments, and examples.
 fn kind_command(kind: &'static Kind) -> Command {
     let mut about = kind.doc.to_string();
@@ -162,6 +166,7 @@ fn kind_command(kind: &'static Kind) -> Command {
     }
     cmd
 }
+
 fn examples(examples: &[&[&str]]) -> String {
     let mut text = String::from("Examples:");
     for args in examples {
@@ -173,12 +178,14 @@ fn examples(examples: &[&[&str]]) -> String {
     }
     text
 }
+
 /// Quotes an argument for a POSIX shell when it needs it.
 pub fn quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c));
     if plain { arg.to_string() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
 }
+
 /// Adds the request's arguments; arguments that set the same field form a group of which one
 /// may be given (and one must, if the field is required).
 fn with_args(mut cmd: Command, request: &Request) -> Command {
@@ -207,6 +214,7 @@ fn with_args(mut cmd: Command, request: &Request) -> Command {
     }
     cmd
 }
+
 fn clap_arg(arg: &'static Arg, alone: bool) -> clap::Arg {
     let how = match arg.ty {
         Type::Duration | Type::FromNow => " (written 500ms, 30s, 1m, 1h30m, 2d, or ms)",
@@ -256,6 +264,7 @@ fn clap_arg(arg: &'static Arg, alone: bool) -> clap::Arg {
     };
     c.required(arg.required && alone)
 }
+
 fn tree_command() -> Command {
     Command::new("tree")
         .about("Draw the call graph under a root promise, with states")
@@ -274,6 +283,7 @@ fn tree_command() -> Command {
             "Examples:\n  resonate-ctl tree order-1\n  resonate-ctl tree order-1 --json",
         )
 }
+
 fn watch_command() -> Command {
     Command::new("watch")
         .about("Wait until a promise is settled, then print it")
@@ -299,6 +309,7 @@ fn watch_command() -> Command {
             "Examples:\n  resonate-ctl watch order-1\n  resonate-ctl watch order-1 --timeout 30s --json",
         )
 }
+
 fn invoke_command() -> Command {
     Command::new("invoke")
         .about("Start a function on workers, as the SDKs' rpc does")
@@ -378,6 +389,7 @@ fn invoke_command() -> Command {
              resonate-ctl invoke greet --target workers '\"Ada\"' --id greet-ada --wait 1m",
         )
 }
+
 /// The arguments of `request` given in `matches`, by property.
 pub fn inputs(request: &Request, matches: &ArgMatches, into: &mut Inputs) {
     for arg in request.args {
@@ -396,14 +408,17 @@ pub fn inputs(request: &Request, matches: &ArgMatches, into: &mut Inputs) {
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::request::build;
+
     #[test]
     fn the_command_tree_is_well_formed() {
         command().debug_assert();
     }
+
     #[test]
     fn every_kind_is_a_subcommand() {
         let cmd = command();
@@ -417,6 +432,7 @@ mod tests {
             );
         }
     }
+
     /// Every example in --help parses and builds a request of its kind.
     #[test]
     fn every_example_parses_and_builds_its_request() {
@@ -445,6 +461,7 @@ mod tests {
             }
         }
     }
+
     #[test]
     fn settle_takes_a_verb_and_refuses_two() {
         let ok = command()

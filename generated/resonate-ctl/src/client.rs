@@ -5,11 +5,13 @@
 //! `Resonate-Reply-To` header naming an inbox this client subscribed to first, as the SDKs' NATS
 //! connectors do). Both are small blocking clients over `std::net`, so the binary carries no async
 //! runtime and no HTTP or NATS library.
+
 use crate::kinds::PROTOCOL_VERSION;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
+
 /// Why a request did not succeed. Each has its own exit code (main.rs).
 #[derive(Debug)]
 pub enum Failure {
@@ -22,6 +24,7 @@ pub enum Failure {
     /// The input was not valid before anything was sent (a failed check, an unreadable file).
     Input(String),
 }
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -32,12 +35,14 @@ impl std::fmt::Display for Failure {
         }
     }
 }
+
 /// A successful answer (2xx, or 300 for a task.suspend that must resume at once).
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
     pub data: Value,
 }
+
 /// Where requests go.
 enum Transport {
     Http { host: String, port: u16, path: String },
@@ -49,6 +54,7 @@ enum Transport {
         conn: Option<Nats>,
     },
 }
+
 /// A client for one server.
 pub struct Client {
     transport: Transport,
@@ -56,6 +62,7 @@ pub struct Client {
     timeout: Duration,
     requests: u64,
 }
+
 impl Client {
     /// A client for `server` (`http://host:port[/path]` or `nats://[user:pass@]host:port`); over
     /// NATS requests go to `<nats_prefix>.default`. `token` is sent as `head.auth`.
@@ -126,10 +133,12 @@ impl Client {
             requests: 0,
         })
     }
+
     /// Whether requests go over NATS (workers there are reached at `nats://` addresses).
     pub fn is_nats(&self) -> bool {
         matches!(self.transport, Transport::Nats { .. })
     }
+
     /// Sends one request and returns its answer; a 4xx is `Failure::Refused` with the server's message.
     pub fn call(&mut self, kind: &str, data: Value) -> Result<Answer, Failure> {
         self.requests += 1;
@@ -162,6 +171,7 @@ impl Client {
         answer(body)
     }
 }
+
 /// Reads a response body (and, over HTTP, its status) as a protocol answer.
 fn answer((http_status, body): (u16, Vec<u8>)) -> Result<Answer, Failure> {
     let text = String::from_utf8_lossy(&body).into_owned();
@@ -202,6 +212,7 @@ fn answer((http_status, body): (u16, Vec<u8>)) -> Result<Answer, Failure> {
         }
     }
 }
+
 fn connect(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Failure> {
     let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
@@ -222,6 +233,7 @@ fn connect(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Failur
     }
     Err(Failure::Unreachable(last))
 }
+
 /// Applies what is left of the deadline to the next read or write.
 fn arm(stream: &TcpStream, deadline: Instant) -> Result<(), Failure> {
     let left = deadline.saturating_duration_since(Instant::now());
@@ -235,6 +247,7 @@ fn arm(stream: &TcpStream, deadline: Instant) -> Result<(), Failure> {
         .and_then(|()| stream.set_write_timeout(Some(left)))
         .map_err(io)
 }
+
 fn io(e: std::io::Error) -> Failure {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
@@ -243,6 +256,7 @@ fn io(e: std::io::Error) -> Failure {
         _ => Failure::Unreachable(format!("connection failed: {e}")),
     }
 }
+
 /// `POST <path>` with the envelope as a JSON body on a fresh connection; returns status and body.
 fn http_post(
     host: &str,
@@ -315,6 +329,7 @@ fn http_post(
     }
     Ok((status, body))
 }
+
 /// A NATS connection with one inbox subscription (`<inbox>.*`, sid 1); each request waits on
 /// `<inbox>.<n>`.
 struct Nats {
@@ -323,6 +338,7 @@ struct Nats {
     max_payload: usize,
     next: u64,
 }
+
 impl Nats {
     /// Connects, reads INFO, sends CONNECT (headers and no-responders on) and SUB, and waits for
     /// the PONG that confirms both.
@@ -386,6 +402,7 @@ impl Nats {
             next: 0,
         })
     }
+
     /// Publishes `body` to `subject` with `Resonate-Reply-To: <inbox>.<n>` (also the NATS reply
     /// subject, so NATS itself says at once when no server subscribes) and waits for the answer.
     fn request(
@@ -473,6 +490,7 @@ impl Nats {
         }
     }
 }
+
 /// Nanoseconds of the wall clock, to make an inbox name no other process uses.
 fn clock_nanos() -> u128 {
     std::time::SystemTime::now()
@@ -480,9 +498,11 @@ fn clock_nanos() -> u128 {
         .map(|d| d.as_nanos())
         .unwrap_or(0)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
     #[test]
     fn servers_are_http_or_nats_urls() {
         let c = Client::new(
@@ -521,6 +541,7 @@ mod tests {
             );
         }
     }
+
     #[test]
     fn answers_split_into_success_refusal_and_server_error() {
         let ok = answer((
@@ -548,6 +569,7 @@ mod tests {
             matches!(answer((502, b"bad gateway".to_vec())), Err(Failure::Server(_)))
         );
     }
+
     #[test]
     fn a_closed_port_is_unreachable() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -3,6 +3,7 @@
 //! What takes more than one request, shared by the command line and the MCP tools: a kind with its
 //! nested subcommand or every page of a search, waiting for a promise to settle, the call tree
 //! under a root, and starting a function on workers as the SDKs' `rpc` does.
+
 use crate::client::{Answer, Client, Failure};
 use crate::kinds::{Kind, Sub};
 use crate::request::{build, Inputs};
@@ -10,6 +11,7 @@ use crate::values::{base64_encode, decode_value, now_ms};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
 /// Sends one kind: its own arguments, merged with those of its chosen subcommand (`task fence …
 /// promise-create`); with `all`, follows the cursor of a search and joins the pages.
 pub fn run_kind(
@@ -54,6 +56,7 @@ pub fn run_kind(
     }
     Ok(answer)
 }
+
 fn merge(into: &mut Value, from: Value) {
     match (into, from) {
         (Value::Object(a), Value::Object(b)) => {
@@ -69,10 +72,12 @@ fn merge(into: &mut Value, from: Value) {
         (slot, v) => *slot = v,
     }
 }
+
 /// Whether a promise record reads settled.
 pub fn settled(promise: &Value) -> bool {
     promise.get("state").and_then(Value::as_str).is_some_and(|s| s != "pending")
 }
+
 /// Asks for the promise every `interval` until it is settled or `timeout` (if any) has passed;
 /// returns the last record read.
 pub fn wait(
@@ -93,11 +98,13 @@ pub fn wait(
         std::thread::sleep(interval);
     }
 }
+
 /// One promise of a call tree and the promises it created.
 pub struct Node {
     pub promise: Value,
     pub children: Vec<Node>,
 }
+
 impl Node {
     /// `{id, state, func?, children}`, for --json and agents.
     pub fn to_json(&self) -> Value {
@@ -113,10 +120,12 @@ impl Node {
         out
     }
 }
+
 /// The function a promise calls, when its param is an SDK call (`{"func": …}`).
 pub fn func_of(promise: &Value) -> Option<String> {
     decode_value(promise.get("param")?)?.get("func")?.as_str().map(str::to_string)
 }
+
 /// The call tree under `root`: every promise with the root's origin, hung under its
 /// `resonate:parent` (or, without the tag, the longest id prefix before a `.` or `:` that is in
 /// the tree), in id order.
@@ -193,6 +202,7 @@ pub fn tree(client: &mut Client, root: &str) -> Result<Node, Failure> {
     }
     Ok(grow(root, &all, &children, 0))
 }
+
 /// A call as `invoke` and the `invoke` tool take it.
 pub struct Call {
     pub func: String,
@@ -205,6 +215,7 @@ pub struct Call {
     pub delay_ms: Option<i64>,
     pub tags: Map<String, Value>,
 }
+
 /// Starts `call` on workers: promise.create with the SDKs' root tags and their param encoding
 /// (see ../shared/protocol/wire-samples/05-promise-create-with-target.json).
 pub fn invoke(client: &mut Client, call: Call) -> Result<Answer, Failure> {

@@ -3,8 +3,10 @@
 //! The request kinds of protocol 2026-04-01, from spec/kinds.yaml (and spec/ctl.yaml for the
 //! few words the protocol does not say). `cli.rs` makes one subcommand of each entry and `mcp.rs`
 //! one tool, so a kind added to the spec is a command and a tool at the next render.
+
 /// The protocol version every request carries.
 pub const PROTOCOL_VERSION: &str = "2026-04-01";
+
 /// How an argument is written and what it becomes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Type {
@@ -29,6 +31,7 @@ pub enum Type {
     /// A flag without a value that sends this string (`--resolve` for `state: resolved`).
     Const(&'static str),
 }
+
 /// A field check of spec/kinds.yaml, run before sending; its message is the server's own.
 #[derive(Debug, Clone, Copy)]
 pub enum Check {
@@ -36,6 +39,7 @@ pub enum Check {
     NoNul(&'static str),
     AtLeast(i64, &'static str),
 }
+
 /// One argument of a command (a flag, or a positional) and of its MCP tool (a property).
 #[derive(Debug)]
 pub struct Arg {
@@ -55,6 +59,7 @@ pub struct Arg {
     pub help: &'static str,
     pub checks: &'static [Check],
 }
+
 /// A request (the kind itself, or the inner request of a subcommand such as `task fence … promise-create`).
 #[derive(Debug)]
 pub struct Request {
@@ -64,6 +69,7 @@ pub struct Request {
     /// Fields that take another field's value instead of a flag (spec/ctl.yaml `defaults`).
     pub copies: &'static [(&'static [&'static str], &'static [&'static str])],
 }
+
 /// The inner request a subcommand stands for, when a field may hold one of several kinds.
 #[derive(Debug)]
 pub struct Sub {
@@ -72,6 +78,7 @@ pub struct Sub {
     pub doc: &'static str,
     pub request: Request,
 }
+
 /// A request kind: its subcommand `<group> <verb>` and its MCP tool.
 #[derive(Debug)]
 pub struct Kind {
@@ -91,6 +98,7 @@ pub struct Kind {
     /// Examples: the arguments after `resonate-ctl`.
     pub examples: &'static [&'static [&'static str]],
 }
+
 /// The kinds' groups, as subcommands with what they hold.
 pub const GROUPS: &[(&str, &str)] = &[
     (
@@ -107,6 +115,7 @@ pub const GROUPS: &[(&str, &str)] = &[
         "The debug.* requests (only with a server started with --debug): start, stop, reset, tick, snap",
     ),
 ];
+
 /// Every request kind of spec/kinds.yaml, in its order.
 pub const KINDS: &[Kind] = &[
     Kind {

@@ -14,6 +14,7 @@
 //!   -> kinds      the request kinds of spec/kinds.yaml, as data
 //!   -> values     durations, instants, base64 JSON payloads
 //! ```
+
 mod cli;
 mod client;
 mod compose;
@@ -22,6 +23,7 @@ mod mcp;
 mod request;
 mod show;
 mod values;
+
 use clap::ArgMatches;
 use client::{Client, Failure};
 use kinds::KINDS;
@@ -29,11 +31,13 @@ use request::Inputs;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::time::Duration;
+
 /// What a run ended in (cli::EXIT_CODES says it for people).
 enum Outcome {
     Done,
     StillPending,
 }
+
 fn main() -> ExitCode {
     let matches = cli::command().get_matches();
     let as_json = matches.get_flag("json");
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         }
     }
 }
+
 fn duration(matches: &ArgMatches, name: &str) -> Result<Option<Duration>, Failure> {
     match matches.get_one::<String>(name).map(String::as_str) {
         None | Some("forever") => Ok(None),
@@ -73,6 +78,7 @@ fn duration(matches: &ArgMatches, name: &str) -> Result<Option<Duration>, Failur
         }
     }
 }
+
 fn run(matches: &ArgMatches, as_json: bool) -> Result<Outcome, Failure> {
     let (command, sub) = matches.subcommand().expect("clap requires a subcommand");
     if command == "completions" {

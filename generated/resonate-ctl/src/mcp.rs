@@ -9,6 +9,7 @@
 //! Written by hand rather than with the rmcp crate: these four methods are all a tools-only server
 //! needs, and rmcp with its server feature brings in tokio, futures, schemars, serde_derive and syn
 //! (about 65 crates, see README.md), where this file needs nothing beyond serde_json.
+
 use crate::client::{Client, Failure};
 use crate::compose::{invoke, run_kind, settled, tree, wait, Call};
 use crate::kinds::{Arg, Kind, Request, Type, KINDS};
@@ -17,11 +18,15 @@ use crate::values::{decoded, parse_duration, read_payload};
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, Write};
 use std::time::Duration;
+
 /// The revision this server implements; also accepted: the two before it.
 const PROTOCOL: &str = "2025-06-18";
+
 const ALSO_SPOKEN: [&str; 2] = ["2025-03-26", "2024-11-05"];
+
 const PAYLOADS: &str = "Payloads (param, value) are any JSON value; they are stored base64-encoded as the SDKs \
      do and shown decoded. Durations are strings like \"30s\", \"5m\", \"1h30m\" or a number of milliseconds.";
+
 /// Serves until standard input ends.
 pub fn serve(client: &mut Client, server: &str) -> std::io::Result<()> {
     let stdin = std::io::stdin();
@@ -38,6 +43,7 @@ pub fn serve(client: &mut Client, server: &str) -> std::io::Result<()> {
     }
     Ok(())
 }
+
 /// One message in, at most one out (notifications get none).
 pub fn handle(client: &mut Client, server: &str, line: &str) -> Option<Value> {
     let message: Value = match serde_json::from_str(line) {
@@ -85,12 +91,14 @@ pub fn handle(client: &mut Client, server: &str, line: &str) -> Option<Value> {
         },
     )
 }
+
 fn error(id: Value, code: i64, message: &str) -> Value {
     json!(
         { "jsonrpc" : "2.0", "id" : id, "error" : { "code" : code, "message" : message }
         }
     )
 }
+
 /// Every tool: one per kind, then the composed ones.
 pub fn tools() -> Vec<Value> {
     let mut tools: Vec<Value> = KINDS.iter().map(kind_tool).collect();
@@ -152,12 +160,14 @@ pub fn tools() -> Vec<Value> {
         );
     tools
 }
+
 fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
     json!(
         { "name" : name, "description" : description, "inputSchema" : { "type" :
         "object", "properties" : properties, "required" : required }, }
     )
 }
+
 /// A kind's tool: the spec's doc and help, its arguments as properties.
 fn kind_tool(kind: &Kind) -> Value {
     let mut description = format!("{} (request kind {}.)", kind.doc, kind.name);
@@ -224,6 +234,7 @@ fn kind_tool(kind: &Kind) -> Value {
     }
     tool(kind.tool, &description, Value::Object(properties), &required)
 }
+
 /// The request's arguments as properties (flags without a value are the command line's sugar
 /// and left out); `required` gets those that must be given, `one_of` the groups of which one must.
 fn add_properties(
@@ -247,6 +258,7 @@ fn add_properties(
         }
     }
 }
+
 fn schema(arg: &Arg) -> Value {
     let list = arg.path.contains(&"[]");
     let mut s = match arg.ty {
@@ -288,6 +300,7 @@ fn schema(arg: &Arg) -> Value {
     s["description"] = json!(help);
     s
 }
+
 /// `tools/call`: a tool error (isError) for anything the server or the input refused; a JSON-RPC
 /// error only for an unknown tool.
 fn call(client: &mut Client, params: &Value) -> Result<Value, (i64, String)> {
@@ -332,6 +345,7 @@ fn call(client: &mut Client, params: &Value) -> Result<Value, (i64, String)> {
         },
     )
 }
+
 fn kind_call(
     client: &mut Client,
     kind: &Kind,
@@ -367,6 +381,7 @@ fn kind_call(
         },
     )
 }
+
 /// Tool arguments -> the texts the command line would have given.
 fn collect(
     request: &Request,
@@ -414,9 +429,11 @@ fn collect(
     }
     Ok(())
 }
+
 fn plain(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
+
 fn duration(
     args: &Map<String, Value>,
     key: &str,
@@ -425,6 +442,7 @@ fn duration(
     let text = args.get(key).map(plain).unwrap_or_else(|| default.to_string());
     parse_duration(&text).map_err(|e| Failure::Input(format!("{key}: {e}")))
 }
+
 fn promise_wait(
     client: &mut Client,
     args: &Map<String, Value>,
@@ -442,6 +460,7 @@ fn promise_wait(
     )?;
     Ok(json!({ "settled" : settled(& promise), "promise" : decoded(& promise) }))
 }
+
 fn invoke_tool(
     client: &mut Client,
     args: &Map<String, Value>,
@@ -467,9 +486,11 @@ fn invoke_tool(
     let answer = invoke(client, call)?;
     Ok(decoded(&answer.data))
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
     fn offline() -> Client {
         Client::new(
                 "http://127.0.0.1:9",
@@ -479,6 +500,7 @@ mod tests {
             )
             .unwrap()
     }
+
     #[test]
     fn initialize_answers_the_revision_and_the_tools_capability() {
         let reply = handle(
@@ -504,6 +526,7 @@ mod tests {
             handle(& mut offline(), "x", "{").unwrap() ["error"] ["code"], - 32700
         );
     }
+
     #[test]
     fn every_kind_is_a_tool_with_an_object_schema() {
         let tools = tools();
@@ -526,6 +549,7 @@ mod tests {
             create["description"].as_str().unwrap().contains("timeout or timeout_at")
         );
     }
+
     #[test]
     fn an_unreachable_server_is_a_tool_error_not_a_protocol_error() {
         let reply = handle(

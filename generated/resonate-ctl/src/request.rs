@@ -3,6 +3,7 @@
 //! From arguments to a request's `data`: each argument of a [`Request`] is converted by its
 //! [`Type`], held to the spec's checks and placed at its path; then copies and nested envelopes
 //! are filled in. The command line and the MCP tools both end here, so they send the same bytes.
+
 use crate::client::Failure;
 use crate::kinds::{Arg, Check, Request, Type, PROTOCOL_VERSION};
 use crate::values::{
@@ -10,8 +11,10 @@ use crate::values::{
 };
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+
 /// The arguments given, by MCP property name: every occurrence, as text (a `Const` flag as "true").
 pub type Inputs = BTreeMap<String, Vec<String>>;
+
 /// Builds the `data` of `request` from `inputs`, at the time `now` (Unix ms).
 pub fn build(request: &Request, inputs: &Inputs, now: i64) -> Result<Value, Failure> {
     let mut data = json!({});
@@ -105,13 +108,16 @@ pub fn build(request: &Request, inputs: &Inputs, now: i64) -> Result<Value, Fail
     }
     Ok(data)
 }
+
 fn input(why: String) -> Failure {
     Failure::Input(why)
 }
+
 /// How the argument is written on the command line: `--flag` or `ID`.
 pub fn name(arg: &Arg) -> String {
     if arg.positional { arg.flag.to_uppercase() } else { format!("--{}", arg.flag) }
 }
+
 /// One occurrence of an argument -> its wire value.
 fn convert(arg: &Arg, text: &str, now: i64) -> Result<Value, Failure> {
     let at = |why: String| input(format!("{}: {why}", name(arg)));
@@ -151,6 +157,7 @@ fn convert(arg: &Arg, text: &str, now: i64) -> Result<Value, Failure> {
         },
     )
 }
+
 /// The spec's field checks, with the server's messages.
 fn check(arg: &Arg, value: &Value) -> Result<(), Failure> {
     for c in arg.checks {
@@ -171,9 +178,11 @@ fn check(arg: &Arg, value: &Value) -> Result<(), Failure> {
     }
     Ok(())
 }
+
 fn get<'a>(data: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(data, |v, k| v.get(*k))
 }
+
 /// Sets `path` (no `[]` in it), creating objects on the way.
 fn set(data: &mut Value, path: &[&str], value: Value) {
     let (last, parents) = path.split_last().expect("a path has a field");
@@ -189,6 +198,7 @@ fn set(data: &mut Value, path: &[&str], value: Value) {
         .expect("paths go through objects")
         .insert(last.to_string(), value);
 }
+
 /// Sets `path` inside the `index`th element of the list at its `[]` step.
 fn set_nth(data: &mut Value, path: &[&str], index: usize, value: Value) {
     let split = path.iter().position(|k| *k == "[]").expect("a list path");
@@ -210,18 +220,22 @@ fn set_nth(data: &mut Value, path: &[&str], index: usize, value: Value) {
         set(&mut items[index], rest, value);
     }
 }
+
 /// How many elements the list at the `[]` step of `path` has.
 fn list_len(data: &Value, path: &[&str]) -> usize {
     let split = path.iter().position(|k| *k == "[]").unwrap_or(path.len());
     get(data, &path[..split]).and_then(Value::as_array).map_or(0, Vec::len)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kinds::KINDS;
+
     fn kind(name: &str) -> &'static crate::kinds::Kind {
         KINDS.iter().find(|k| k.name == name).unwrap()
     }
+
     fn inputs(pairs: &[(&str, &str)]) -> Inputs {
         let mut out = Inputs::new();
         for (k, v) in pairs {
@@ -229,6 +243,7 @@ mod tests {
         }
         out
     }
+
     #[test]
     fn promise_create_takes_a_deadline_from_now_tags_and_a_json_param() {
         let given = inputs(
@@ -260,6 +275,7 @@ mod tests {
         ) else { panic!() };
         assert!(why.contains("--timeout") && why.contains("required"), "{why}");
     }
+
     #[test]
     fn the_specs_checks_answer_with_the_servers_message() {
         let given = inputs(&[("id", ""), ("timeout", "1h")]);
@@ -271,6 +287,7 @@ mod tests {
         else { panic!() };
         assert!(why.starts_with("--ttl"), "{why}");
     }
+
     #[test]
     fn nested_requests_get_their_envelopes_and_copied_fields() {
         let given = inputs(

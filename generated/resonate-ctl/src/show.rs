@@ -3,11 +3,13 @@
 //! Answers for people: a record as aligned `name  value` lines (times in UTC with how far off they
 //! are, payloads decoded from base64 JSON), a list as one line per record, a call tree drawn with
 //! its states. `--json` bypasses all of it and prints the wire's data.
+
 use crate::client::Answer;
 use crate::compose::{func_of, Node};
 use crate::values::{decode_value, format_duration, format_instant_relative};
 use serde_json::Value;
 use std::fmt::Write as _;
+
 /// The answer to one kind, as text.
 pub fn answer(answer: &Answer, now: i64) -> String {
     let data = &answer.data;
@@ -94,6 +96,7 @@ pub fn answer(answer: &Answer, now: i64) -> String {
     }
     out
 }
+
 fn rows(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
@@ -101,6 +104,7 @@ fn rows(rows: &[(&str, String)]) -> String {
         .map(|(k, v)| format!("{k:<width$}  {v}\n"))
         .collect()
 }
+
 fn text(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) => s.clone(),
@@ -108,12 +112,14 @@ fn text(v: &Value, key: &str) -> String {
         Some(other) => other.to_string(),
     }
 }
+
 fn time(v: &Value, key: &str, now: i64) -> String {
     v.get(key)
         .and_then(Value::as_i64)
         .map(|ms| format_instant_relative(ms, now))
         .unwrap_or_default()
 }
+
 /// A value's payload for people; its headers after it.
 fn payload(v: &Value, key: &str) -> String {
     let Some(value) = v.get(key) else { return String::new() };
@@ -131,6 +137,7 @@ fn payload(v: &Value, key: &str) -> String {
     }
     out
 }
+
 fn tags(v: &Value, key: &str) -> String {
     let Some(Value::Object(tags)) = v.get(key) else { return String::new() };
     tags.iter()
@@ -138,6 +145,7 @@ fn tags(v: &Value, key: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
 /// A promise, one field a line.
 pub fn promise(p: &Value, now: i64) -> String {
     rows(
@@ -153,6 +161,7 @@ pub fn promise(p: &Value, now: i64) -> String {
         ],
     )
 }
+
 fn task(t: &Value, _now: i64) -> String {
     rows(
         &[
@@ -172,6 +181,7 @@ fn task(t: &Value, _now: i64) -> String {
         ],
     )
 }
+
 fn schedule(s: &Value, now: i64) -> String {
     rows(
         &[
@@ -194,11 +204,13 @@ fn schedule(s: &Value, now: i64) -> String {
         ],
     )
 }
+
 fn promise_line(p: &Value, _now: i64) -> String {
     format!("{}  {}  {}", text(p, "id"), text(p, "state"), tags(p, "tags"))
         .trim_end()
         .to_string()
 }
+
 fn task_line(t: &Value, _now: i64) -> String {
     let pid = t
         .get("pid")
@@ -207,12 +219,14 @@ fn task_line(t: &Value, _now: i64) -> String {
         .unwrap_or_default();
     format!("{}  {}  v{}{pid}", text(t, "id"), text(t, "state"), text(t, "version"))
 }
+
 fn schedule_line(s: &Value, now: i64) -> String {
     format!(
         "{}  {}  next {}", text(s, "id"), crate ::cli::quote(& text(s, "cron")), time(s,
         "nextRunAt", now)
     )
 }
+
 /// A call tree, one promise a line: `id  state  func`.
 pub fn tree(node: &Node) -> String {
     fn walk(node: &Node, prefix: &str, last: bool, root: bool, out: &mut String) {
@@ -239,10 +253,12 @@ pub fn tree(node: &Node) -> String {
     walk(node, "", true, true, &mut out);
     out
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
     #[test]
     fn a_promise_reads_as_aligned_lines_with_its_param_decoded() {
         let p = json!(
@@ -262,6 +278,7 @@ mod tests {
         assert!(text.contains("timeout  1970-01-01T00:01:01.000Z (in 1m)\n"), "{text}");
         assert!(! text.contains("settled"), "{text}");
     }
+
     #[test]
     fn a_tree_is_drawn_with_branches() {
         let leaf = |id: &str, state: &str| Node {
@@ -280,6 +297,7 @@ mod tests {
             "r  pending\n├── r.1  resolved\n│   └── r.1.1  resolved\n└── r.2  pending\n"
         );
     }
+
     #[test]
     fn empty_answers_say_ok() {
         assert_eq!(answer(& Answer { status : 200, data : json!({}) }, 0), "ok\n");

@@ -3,8 +3,10 @@
 //! How people write values and how the wire carries them: durations (`1h30m`, `500ms`), instants
 //! (Unix ms or `+1h` from now), JSON or `@file` payloads (base64 of their JSON in a value's `data`,
 //! as the SDKs encode them), `KEY=VALUE` tags, and times shown back in UTC.
+
 use serde_json::{json, Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
+
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -12,6 +14,7 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
 /// `90s`, `1m`, `1h30m`, `2d`, `500ms` or a bare number of milliseconds -> milliseconds.
 pub fn parse_duration(text: &str) -> Result<i64, String> {
     let bad = || {
@@ -48,6 +51,7 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     }
     Ok(total)
 }
+
 /// Milliseconds -> the shortest of `1h30m`, `45s`, `250ms`.
 pub fn format_duration(ms: i64) -> String {
     if ms < 0 {
@@ -66,6 +70,7 @@ pub fn format_duration(ms: i64) -> String {
     }
     out
 }
+
 /// `1795677882860` (Unix ms) or `+1h` (from now) -> Unix ms.
 pub fn parse_instant(text: &str, now: i64) -> Result<i64, String> {
     match text.strip_prefix('+') {
@@ -81,6 +86,7 @@ pub fn parse_instant(text: &str, now: i64) -> Result<i64, String> {
         }
     }
 }
+
 /// Unix ms -> `2026-11-26T06:24:42.862Z`.
 pub fn format_instant(ms: i64) -> String {
     let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
@@ -93,6 +99,7 @@ pub fn format_instant(ms: i64) -> String {
     );
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
 }
+
 /// Unix ms -> `2026-11-26T06:24:42.862Z (in 59m58s)` or `(3s ago)`.
 pub fn format_instant_relative(ms: i64, now: i64) -> String {
     let delta = (ms - now + 500).div_euclid(1_000) * 1_000;
@@ -105,6 +112,7 @@ pub fn format_instant_relative(ms: i64, now: i64) -> String {
     };
     format!("{} ({when})", format_instant(ms))
 }
+
 /// Days since 1970-01-01 -> (year, month, day) in the proleptic Gregorian calendar.
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
@@ -120,6 +128,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
+
 /// A payload as written on the command line: JSON, `@FILE` (its contents), `@-` (standard input);
 /// text that is not JSON is taken as a JSON string.
 pub fn read_payload(text: &str) -> Result<Value, String> {
@@ -138,10 +147,12 @@ pub fn read_payload(text: &str) -> Result<Value, String> {
     };
     Ok(serde_json::from_str(&contents).unwrap_or(Value::String(contents)))
 }
+
 /// A JSON value as a promise's param or value: `{"data": base64(JSON)}`, the SDKs' encoding.
 pub fn encode_value(value: &Value) -> Value {
     json!({ "data" : base64_encode(value.to_string().as_bytes()) })
 }
+
 /// A value's `data` decoded for people: its JSON when it is base64 JSON, its text when it is
 /// base64 text, else as stored. `None` for an empty value.
 pub fn decode_value(value: &Value) -> Option<Value> {
@@ -161,6 +172,7 @@ pub fn decode_value(value: &Value) -> Option<Value> {
         }
     }
 }
+
 /// The same record with every `param`, `value` and `promiseParam` shown decoded (`decode_value`),
 /// for people and agents; `--json` prints the wire form instead.
 pub fn decoded(record: &Value) -> Value {
@@ -186,6 +198,7 @@ pub fn decoded(record: &Value) -> Value {
         other => other.clone(),
     }
 }
+
 /// `KEY=VALUE` -> (key, value); the value may contain `=`.
 pub fn parse_pair(text: &str, what: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -193,7 +206,9 @@ pub fn parse_pair(text: &str, what: &str) -> Result<(String, String), String> {
         _ => Err(format!("{text:?} is not {what}")),
     }
 }
+
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 /// Standard base64 with padding.
 pub fn base64_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -212,6 +227,7 @@ pub fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
 /// Standard base64, padded or not; `None` when it is not base64.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let text = text.trim_end_matches('=');
@@ -228,9 +244,11 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     }
     (bits < 6).then_some(out)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
     #[test]
     fn durations_read_as_people_write_them() {
         assert_eq!(parse_duration("1h"), Ok(3_600_000));
@@ -245,6 +263,7 @@ mod tests {
         assert_eq!(format_duration(5_400_000), "1h30m");
         assert_eq!(format_duration(250), "250ms");
     }
+
     #[test]
     fn instants_are_absolute_or_from_now() {
         assert_eq!(parse_instant("+1m", 1_000), Ok(61_000));
@@ -254,6 +273,7 @@ mod tests {
         assert_eq!(format_instant(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_instant(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
+
     #[test]
     fn values_are_base64_json_like_the_sdks_write_them() {
         assert_eq!(
@@ -271,6 +291,7 @@ mod tests {
         }
         assert_eq!(base64_decode("not base64!"), None);
     }
+
     #[test]
     fn shown_records_have_their_values_decoded() {
         let promise = json!(

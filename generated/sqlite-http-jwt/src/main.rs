@@ -13,6 +13,7 @@
 //! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
 //! environment).
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
+
 mod auth;
 mod clock;
 mod config;
@@ -24,8 +25,10 @@ mod protocol;
 mod outbox;
 mod service;
 mod store;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
+
 /// Log levels, most severe first.
 #[derive(Clone, Copy, PartialEq, PartialOrd)]
 pub enum Level {
@@ -34,7 +37,9 @@ pub enum Level {
     Info,
     Debug,
 }
+
 static LOG_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
 /// Sets the level from its name (the `level` option).
 pub fn set_log_level(name: &str) -> Result<(), String> {
     let level = match name {
@@ -49,10 +54,12 @@ pub fn set_log_level(name: &str) -> Result<(), String> {
     LOG_LEVEL.store(level as u8, Ordering::Relaxed);
     Ok(())
 }
+
 /// Whether messages at `level` are written.
 pub fn logs(level: Level) -> bool {
     level as u8 <= LOG_LEVEL.load(Ordering::Relaxed)
 }
+
 /// Writes one log line to stderr if its level is enabled.
 #[macro_export]
 macro_rules! log {
@@ -61,6 +68,7 @@ macro_rules! log {
         .to_lowercase(), format_args!($($arg)*)); }
     };
 }
+
 fn main() -> ExitCode {
     let config = match config::Config::load() {
         Ok(Some(c)) => c,

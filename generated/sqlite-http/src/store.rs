@@ -11,6 +11,7 @@
 //! Deadlines live on the rows (no timer tables): `promises.armed_at` is the background timeout of
 //! a pending external promise (rule R1); `tasks.due_at` is the lease deadline of an acquired task
 //! (R5) or the retry instant of a pending one (R6).
+
 use crate::config::{Config, Settings};
 use crate::outbox::{Deliveries, Outgoing};
 use crate::machine::{armed_at, Machine, Records, TaskRow};
@@ -21,6 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::cell::Cell;
 use std::sync::{mpsc, Arc};
 use tokio::sync::{oneshot, Notify};
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS promises (
     id TEXT PRIMARY KEY NOT NULL,
@@ -70,42 +72,50 @@ CREATE TABLE IF NOT EXISTS schedules (
     next_run_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules (next_run_at);
-
 CREATE INDEX IF NOT EXISTS promises_settled ON promises (settled_at) WHERE settled_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS promises_pending ON promises (timeout_at) WHERE state = 'pending';
-
 ";
+
 /// The most steps one transaction carries.
 const MAX_BATCH: usize = 256;
+
 /// A storage failure; the step that met it was rolled back.
 #[derive(Debug, Clone)]
 pub struct StoreError(pub String);
+
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError(e.to_string())
     }
 }
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError(format!("corrupt record: {e}"))
     }
 }
+
 type Result<T> = std::result::Result<T, StoreError>;
+
 /// Called after the commit with its outcome.
 type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+
 /// Runs one step (or learns that the transaction could not start); says whether to keep it.
 type Job = Box<dyn FnOnce(Result<&Tx<'_>>) -> (bool, Finish) + Send>;
+
 /// A handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Job>,
     settings: Arc<Settings>,
 }
+
 impl Store {
     /// Opens (creating if needed) the database and starts the writer. `enqueued` is notified after
     /// each commit that queued a message.
@@ -143,6 +153,7 @@ impl Store {
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
         Ok(Store { jobs, settings })
     }
+
     /// Runs one decoded request at `now`; `corr_id` is echoed inside fenced actions.
     pub async fn execute(
         &self,
@@ -154,19 +165,23 @@ impl Store {
         self.run(move |tx| Machine::new(tx, now, &settings).handle(request, &corr_id))
             .await
     }
+
     /// One bounded pass of the background rules at `now`; true when more work may remain.
     pub async fn run_rules(&self, now: i64) -> Result<bool> {
         let settings = self.settings.clone();
         self.run(move |tx| Machine::new(tx, now, &settings).run_rules()).await
     }
+
     /// Whether the database answers (`GET /ready`).
     pub async fn ping(&self) -> Result<()> {
         self.run(|tx| tx.ping()).await
     }
+
     /// Queued messages whose next attempt is due, oldest first.
     pub async fn outbox(&self, now: i64, limit: usize) -> Result<Vec<Outgoing>> {
         self.run(move |tx| tx.outbox(now, limit)).await
     }
+
     /// Records what became of messages handed to the transports; returns how many failed
     /// messages the retry cap dropped.
     pub async fn record_delivery(&self, d: Deliveries) -> Result<usize> {
@@ -185,10 +200,12 @@ impl Store {
             })
             .await
     }
+
     /// The earliest instant a postponed message is due, if any.
     pub async fn next_deferred(&self) -> Result<Option<i64>> {
         self.run(|tx| tx.next_deferred()).await
     }
+
     /// Runs `step` in the next transaction and answers once that transaction committed.
     async fn run<R, F>(&self, step: F) -> Result<R>
     where
@@ -216,6 +233,7 @@ impl Store {
         answer.await.map_err(|_| StoreError("the store thread stopped".into()))?
     }
 }
+
 /// The writer loop: one transaction per batch of queued steps.
 fn writer(conn: Connection, rx: mpsc::Receiver<Job>, enqueued: Arc<Notify>) {
     while let Ok(first) = rx.recv() {
@@ -248,6 +266,7 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Job>, enqueued: Arc<Notify>) {
         }
     }
 }
+
 /// Runs one step inside its own savepoint, rolling it back alone if it failed.
 fn run_step(tx: &Tx<'_>, job: Job) -> Finish {
     if let Err(e) = tx.conn.execute_batch("SAVEPOINT step") {
@@ -262,14 +281,17 @@ fn run_step(tx: &Tx<'_>, job: Job) -> Finish {
     let _ = tx.conn.execute_batch("RELEASE step");
     finish
 }
+
 /// The record operations the machine performs inside one transaction.
 pub struct Tx<'c> {
     conn: &'c Connection,
     enqueued: Cell<bool>,
 }
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("records serialise")
 }
+
 fn parse_state<T>(s: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
     parse(s)
         .ok_or_else(|| rusqlite::Error::InvalidColumnType(
@@ -278,11 +300,13 @@ fn parse_state<T>(s: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> 
             rusqlite::types::Type::Text,
         ))
 }
+
 impl Tx<'_> {
     fn ping(&self) -> Result<()> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
+
     fn take(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
         let items = self
             .conn
@@ -300,6 +324,7 @@ impl Tx<'_> {
         }
         Ok(items)
     }
+
     fn outbox(&self, now: i64, limit: usize) -> Result<Vec<Outgoing>> {
         let rows = self
             .conn
@@ -321,6 +346,7 @@ impl Tx<'_> {
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
+
     /// Removes a delivered message, unless a newer one replaced it meanwhile.
     fn delivered(&self, key: &str, message: &str) -> Result<()> {
         self.conn
@@ -328,6 +354,7 @@ impl Tx<'_> {
             .execute([key, message])?;
         Ok(())
     }
+
     /// Postpones a message, counting an attempt if it `failed` (else a stream or push holds it).
     fn defer(
         &self,
@@ -343,6 +370,7 @@ impl Tx<'_> {
             .execute(params![key, message, not_before, i64::from(failed)])?;
         Ok(())
     }
+
     /// Drops the oldest failed messages of every address beyond `cap`; returns how many.
     fn cap_failed(&self, cap: i64) -> Result<usize> {
         Ok(
@@ -357,6 +385,7 @@ impl Tx<'_> {
                 .execute([cap])?,
         )
     }
+
     /// The earliest instant a deferred message is due, if any.
     fn next_deferred(&self) -> Result<Option<i64>> {
         Ok(
@@ -366,6 +395,7 @@ impl Tx<'_> {
                 .query_row([], |r| r.get(0))?,
         )
     }
+
     fn ids(&self, sql: &str, now: i64, limit: usize) -> Result<Vec<String>> {
         let ids = self
             .conn
@@ -374,6 +404,7 @@ impl Tx<'_> {
             .collect::<rusqlite::Result<_>>()?;
         Ok(ids)
     }
+
     /// Runs `select` for rows with id > `after` whose JSON `column` has every pair of `tags`, in
     /// id order, at most `limit`, returning the first column.
     fn page(
@@ -400,8 +431,10 @@ impl Tx<'_> {
         Ok(rows)
     }
 }
+
 impl Records for Tx<'_> {
     type Error = StoreError;
+
     fn promise(&self, id: &str) -> Result<Option<Promise>> {
         let mut stmt = self
             .conn
@@ -441,6 +474,7 @@ impl Records for Tx<'_> {
             }),
         )
     }
+
     fn insert_promise(&self, p: &Promise) -> Result<()> {
         self.conn
             .prepare_cached(
@@ -455,6 +489,7 @@ impl Records for Tx<'_> {
             )?;
         Ok(())
     }
+
     /// Writes a settlement: state, value, settledAt, and disarms the timeout.
     fn update_promise(&self, p: &Promise) -> Result<()> {
         self.conn
@@ -468,6 +503,7 @@ impl Records for Tx<'_> {
             )?;
         Ok(())
     }
+
     fn task(&self, id: &str) -> Result<Option<TaskRow>> {
         let mut stmt = self
             .conn
@@ -501,6 +537,7 @@ impl Records for Tx<'_> {
         t.resumes = serde_json::from_str(&resumes)?;
         Ok(Some(t))
     }
+
     fn put_task(&self, t: &TaskRow) -> Result<()> {
         self.conn
             .prepare_cached(
@@ -518,6 +555,7 @@ impl Records for Tx<'_> {
             )?;
         Ok(())
     }
+
     fn add_callback(&self, awaited: &str, awaiter: &str) -> Result<()> {
         self.conn
             .prepare_cached(
@@ -526,10 +564,12 @@ impl Records for Tx<'_> {
             .execute([awaited, awaiter])?;
         Ok(())
     }
+
     /// Removes and returns a promise's callbacks, oldest first.
     fn take_callbacks(&self, awaited: &str) -> Result<Vec<String>> {
         self.take("callbacks", "awaiter", awaited)
     }
+
     fn add_listener(&self, awaited: &str, address: &str) -> Result<()> {
         self.conn
             .prepare_cached(
@@ -538,10 +578,12 @@ impl Records for Tx<'_> {
             .execute([awaited, address])?;
         Ok(())
     }
+
     /// Removes and returns a promise's listeners, oldest first.
     fn take_listeners(&self, awaited: &str) -> Result<Vec<String>> {
         self.take("listeners", "address", awaited)
     }
+
     /// Queues a message; a message with the same key replaces the older one.
     fn enqueue(&self, key: &str, address: &str, message: &str) -> Result<()> {
         self.conn
@@ -554,6 +596,7 @@ impl Records for Tx<'_> {
         self.enqueued.set(true);
         Ok(())
     }
+
     fn schedule(&self, id: &str) -> Result<Option<Schedule>> {
         let record: Option<String> = self
             .conn
@@ -562,6 +605,7 @@ impl Records for Tx<'_> {
             .optional()?;
         Ok(record.map(|r| serde_json::from_str(&r)).transpose()?)
     }
+
     fn put_schedule(&self, s: &Schedule) -> Result<()> {
         self.conn
             .prepare_cached(
@@ -571,6 +615,7 @@ impl Records for Tx<'_> {
             .execute(params![s.id, json(s), s.next_run_at])?;
         Ok(())
     }
+
     fn delete_schedule(&self, id: &str) -> Result<bool> {
         Ok(
             self
@@ -579,6 +624,7 @@ impl Records for Tx<'_> {
                 .execute([id])? > 0,
         )
     }
+
     /// Ids of armed promises whose timeout has come (rule R1).
     fn due_promises(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         self.ids(
@@ -587,6 +633,7 @@ impl Records for Tx<'_> {
             limit,
         )
     }
+
     /// Ids of tasks whose lease expired or whose retry has come (rules R5, R6).
     fn due_tasks(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         self.ids(
@@ -595,6 +642,7 @@ impl Records for Tx<'_> {
             limit,
         )
     }
+
     /// Ids of schedules with an occurrence due (rule R7).
     fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<String>> {
         self.ids(
@@ -603,6 +651,7 @@ impl Records for Tx<'_> {
             limit,
         )
     }
+
     /// Ids of stored-pending promises whose deadline passed before `horizon` (rule R8 settles
     /// them first, so their drains run).
     fn overdue_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
@@ -612,6 +661,7 @@ impl Records for Tx<'_> {
             limit,
         )
     }
+
     /// Ids of promises settled at or before `horizon` that nothing pending may still read: their
     /// `resonate:origin` is not stored pending and no unfulfilled task lists them in its resumes.
     fn expired_promises(&self, horizon: i64, limit: usize) -> Result<Vec<String>> {
@@ -627,6 +677,7 @@ impl Records for Tx<'_> {
             limit,
         )
     }
+
     /// Deletes a promise, its task and the callbacks it registered as awaiter.
     fn purge_promise(&self, id: &str) -> Result<()> {
         for sql in [
@@ -639,6 +690,7 @@ impl Records for Tx<'_> {
         }
         Ok(())
     }
+
     /// Promise ids after `after` in id order whose tags include every pair of `tags`.
     fn promise_ids(
         &self,
@@ -648,6 +700,7 @@ impl Records for Tx<'_> {
     ) -> Result<Vec<String>> {
         self.page("SELECT id FROM promises", "tags", after, tags, limit)
     }
+
     /// Task ids after `after` in id order.
     fn task_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
         let ids = self
@@ -657,6 +710,7 @@ impl Records for Tx<'_> {
             .collect::<rusqlite::Result<_>>()?;
         Ok(ids)
     }
+
     /// Schedules after `after` in id order whose promiseTags include every pair of `tags`.
     fn schedules(
         &self,
@@ -679,6 +733,7 @@ impl Records for Tx<'_> {
                 .collect::<serde_json::Result<_>>()?,
         )
     }
+
     /// debug.reset: deletes everything.
     fn reset(&self) -> Result<()> {
         self.conn
@@ -688,6 +743,7 @@ impl Records for Tx<'_> {
             )?;
         Ok(())
     }
+
     /// debug.snap: the whole store as JSON, in the official server's shape plus `schedules`.
     fn snap(&self) -> Result<String> {
         use serde_json::{json, Value as J};

@@ -91,10 +91,10 @@ CREATE TABLE IF NOT EXISTS schedules (
     next_run_at bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules (next_run_at);
-{% if c.retention %}
+{%- if c.retention +%}
 CREATE INDEX IF NOT EXISTS promises_settled ON promises (settled_at) WHERE settled_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS promises_pending ON promises (timeout_at) WHERE state = 'pending';
-{% endif %}
+{%- endif +%}
 
 DO $$ BEGIN
     CREATE TYPE reply AS (status integer, body jsonb);
@@ -948,12 +948,12 @@ DECLARE
     p promises;
     t tasks;
     was tasks;
-{% if c.retention %}
+{%- if c.retention +%}
     retention bigint := current_setting('resonate.retention')::bigint;
     purged integer := 0;
-{% endif %}
+{%- endif +%}
 BEGIN
-{% if c.retention %}
+{%- if c.retention +%}
     -- R1 for armed promises, and (rule R8) for stored-pending ones overdue past the retention
     -- horizon, so their drains run before they are deleted below.
     FOR candidate IN SELECT id FROM (
@@ -961,9 +961,9 @@ BEGIN
             UNION
             SELECT id, timeout_at FROM promises WHERE retention > 0 AND state = 'pending' AND timeout_at <= now - retention
         ) due ORDER BY due LIMIT batch LOOP
-{% else %}
+{%- else +%}
     FOR candidate IN SELECT id FROM promises WHERE armed_at <= now ORDER BY armed_at LIMIT batch LOOP
-{% endif %}
+{%- endif +%}
         IF NOT patient THEN
             PERFORM 1 FROM promises WHERE id = candidate FOR UPDATE SKIP LOCKED;
             CONTINUE WHEN NOT FOUND;
@@ -993,7 +993,7 @@ BEGIN
             PERFORM update_task(t);
         END IF;
     END LOOP;
-{% if c.retention %}
+{%- if c.retention +%}
     -- Rule R8: delete the promises settled before the horizon that nothing pending may still
     -- read, with their tasks.
     IF retention > 0 THEN
@@ -1015,7 +1015,7 @@ BEGIN
             purged := purged + 1;
         END LOOP;
     END IF;
-{% endif %}
+{%- endif +%}
     RETURN jsonb_build_object(
         'more', promises_done = batch OR tasks_seen = batch{% if c.retention %} OR purged = batch{% endif %},
         'schedules', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'cron', s.record->>'cron',

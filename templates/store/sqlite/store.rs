@@ -68,10 +68,10 @@ CREATE TABLE IF NOT EXISTS schedules (
     next_run_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules (next_run_at);
-{% if c.retention %}
+{%- if c.retention +%}
 CREATE INDEX IF NOT EXISTS promises_settled ON promises (settled_at) WHERE settled_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS promises_pending ON promises (timeout_at) WHERE state = 'pending';
-{% endif %}
+{%- endif +%}
 ";
 
 /// The most steps one transaction carries.
