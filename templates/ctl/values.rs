@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn values_are_base64_json_like_the_sdks_write_them() {
-        // ../shared/protocol/wire-samples: {"func":"foo"} and "done".
+        // As the SDKs write them (spec/README.md, "How the SDKs use it"): {"func":"foo"} and "done".
         assert_eq!(encode_value(&json!({"func": "foo"})), json!({"data": "eyJmdW5jIjoiZm9vIn0="}));
         assert_eq!(encode_value(&json!("done")), json!({"data": "ImRvbmUi"}));
         assert_eq!(decode_value(&json!({"data": "e30="})), Some(json!({})));

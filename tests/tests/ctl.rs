@@ -182,7 +182,7 @@ fn invoke_watch_and_tree_follow_a_call_as_the_sdks_make_it() {
     let server = Server::start(&build("sqlite-http"), &["--debug"]);
     let ctl = Ctl::http(&server);
 
-    // invoke: the SDKs' rpc, as in ../shared/protocol/wire-samples/05-promise-create-with-target.json.
+    // invoke: the SDKs' rpc (spec/README.md, "How the SDKs use it").
     let root = &ctl.json(&["invoke", "add", "--target", "workers", "1", "2", "--id", "job"])["promise"];
     assert_eq!(root["tags"]["resonate:target"], "poll://any@workers");
     for tag in ["resonate:origin", "resonate:branch", "resonate:parent"] {

@@ -217,7 +217,7 @@ pub struct Call {
 }
 
 /// Starts `call` on workers: promise.create with the SDKs' root tags and their param encoding
-/// (see ../shared/protocol/wire-samples/05-promise-create-with-target.json).
+/// (spec/README.md, "How the SDKs use it").
 pub fn invoke(client: &mut Client, call: Call) -> Result<Answer, Failure> {
     let now = now_ms();
     let id = call.id.unwrap_or_else(|| format!("{}-{now}", call.func));
