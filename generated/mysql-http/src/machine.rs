@@ -248,8 +248,19 @@ pub trait Records {
     fn snap(&self) -> Result<String, Self::Error>;
 }
 
-/// A handler's outcome: a reply, or a refusal, or a store failure.
+/// A handler's outcome: a reply, or a refusal, or a store failure. Handlers end in [`done`] or
+/// [`refuse`]; `?` passes a store failure on.
 type Outcome<T, E> = Result<std::result::Result<T, Refusal>, E>;
+
+/// The handler succeeded with `value`.
+fn done<T, E>(value: T) -> Outcome<T, E> {
+    Ok(Ok(value))
+}
+
+/// The handler refused the request with `refusal`.
+fn refuse<T, E>(refusal: Refusal) -> Outcome<T, E> {
+    Ok(Err(refusal))
+}
 
 /// Whether an address can be delivered to: `http(s)://…`, or `poll://any@group[/id]` and
 /// `poll://uni@group/id`.
@@ -535,25 +546,25 @@ impl<'a, R: Records> Machine<'a, R> {
 
     fn promise_create(&self, r: PromiseCreate) -> Outcome<Reply, R::Error> {
         if let Err(refusal) = Self::check_create_tags(&r) {
-            return Ok(Err(refusal));
+            return refuse(refusal);
         }
         let p = match self.read_promise(&r.id)? {
             Some(p) => p,
             None => self.birth(r, self.now)?,
         };
-        Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
+        done(Reply::ok(&PromiseData { promise: &p }))
     }
 
     fn promise_settle(&self, r: PromiseSettle) -> Outcome<Reply, R::Error> {
         let Some(p) = self.read_promise(&r.id)? else {
-            return Ok(Err(Refusal::PromiseNotFound))
+            return refuse(Refusal::PromiseNotFound)
         };
         let p = if p.state == PromiseState::Pending {
             self.settle(p, r.state.into(), r.value, self.now)?
         } else {
             p
         };
-        Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
+        done(Reply::ok(&PromiseData { promise: &p }))
     }
 
     fn promise_register_callback(
@@ -561,26 +572,26 @@ impl<'a, R: Records> Machine<'a, R> {
         r: PromiseRegisterCallback,
     ) -> Outcome<Reply, R::Error> {
         if r.awaited == r.awaiter {
-            return Ok(Err(Refusal::SelfCallback));
+            return refuse(Refusal::SelfCallback);
         }
         let Some(awaited) = self.read_promise(&r.awaited)? else {
-            return Ok(Err(Refusal::AwaitedNotFound));
+            return refuse(Refusal::AwaitedNotFound);
         };
         let Some(awaiter) = self.read_promise(&r.awaiter)? else {
-            return Ok(Err(Refusal::AwaiterNotFound));
+            return refuse(Refusal::AwaiterNotFound);
         };
         if !awaiter.tags.contains_key(TARGET) {
-            return Ok(Err(Refusal::AwaiterUntargeted));
+            return refuse(Refusal::AwaiterUntargeted);
         }
         if !is_external(&awaited.tags) {
-            return Ok(Err(Refusal::AwaitedInternal));
+            return refuse(Refusal::AwaitedInternal);
         }
         if awaited.state == PromiseState::Pending
             && awaiter.state == PromiseState::Pending
         {
             self.tx.add_callback(&awaited.id, &awaiter.id)?;
         }
-        Ok(Ok(Reply::ok(&PromiseData { promise: &awaited })))
+        done(Reply::ok(&PromiseData { promise: &awaited }))
     }
 
     fn promise_register_listener(
@@ -588,29 +599,29 @@ impl<'a, R: Records> Machine<'a, R> {
         r: PromiseRegisterListener,
     ) -> Outcome<Reply, R::Error> {
         if !deliverable(&r.address) {
-            return Ok(Err(Refusal::InvalidListener));
+            return refuse(Refusal::InvalidListener);
         }
         let Some(awaited) = self.read_promise(&r.awaited)? else {
-            return Ok(Err(Refusal::AwaitedNotFound));
+            return refuse(Refusal::AwaitedNotFound);
         };
         if !is_external(&awaited.tags) {
-            return Ok(Err(Refusal::AwaitedInternal));
+            return refuse(Refusal::AwaitedInternal);
         }
         if awaited.state == PromiseState::Pending {
             self.tx.add_listener(&awaited.id, &r.address)?;
         }
-        Ok(Ok(Reply::ok(&PromiseData { promise: &awaited })))
+        done(Reply::ok(&PromiseData { promise: &awaited }))
     }
 
     fn promise_search(&self, r: PromiseSearch) -> Outcome<Reply, R::Error> {
         let state = match r.state.as_deref().map(|s| (s, PromiseState::parse(s))) {
-            Some((s, None)) => return Ok(Err(Refusal::InvalidStateFilter(s.to_string()))),
+            Some((s, None)) => return refuse(Refusal::InvalidStateFilter(s.to_string())),
             Some((_, state)) => state,
             None => None,
         };
         let limit = match search_limit(r.limit, 100) {
             Ok(l) => l,
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => return refuse(refusal),
         };
         let (promises, cursor) = self
             .page(
@@ -630,14 +641,12 @@ impl<'a, R: Records> Machine<'a, R> {
         struct Items<'a> {
             promises: &'a [Promise],
         }
-        Ok(
-            Ok(
-                Reply::ok(
-                    &Page {
-                        cursor,
-                        items: Items { promises: &promises },
-                    },
-                ),
+        done(
+            Reply::ok(
+                &Page {
+                    cursor,
+                    items: Items { promises: &promises },
+                },
             ),
         )
     }
@@ -654,18 +663,18 @@ impl<'a, R: Records> Machine<'a, R> {
     fn task_create(&self, r: TaskCreate) -> Outcome<Reply, R::Error> {
         let action = r.action.data;
         let Some(target) = action.tags.get(TARGET) else {
-            return Ok(Err(Refusal::ActionUntargeted));
+            return refuse(Refusal::ActionUntargeted);
         };
         if action.tags.contains_key(DELAY) {
-            return Ok(Err(Refusal::ActionDelayed));
+            return refuse(Refusal::ActionDelayed);
         }
         if !deliverable(target) {
-            return Ok(Err(Refusal::InvalidTarget(target.clone())));
+            return refuse(Refusal::InvalidTarget(target.clone()));
         }
         let id = action.id.clone();
         let (t, p) = match self.read_task(&id)? {
             None if self.tx.promise(&id)?.is_some() => {
-                return Ok(Err(Refusal::PromiseUntargeted));
+                return refuse(Refusal::PromiseUntargeted);
             }
             None => {
                 let dead = action.timeout_at <= self.now;
@@ -698,41 +707,37 @@ impl<'a, R: Records> Machine<'a, R> {
                 self.acquire(&mut t, r.pid, r.ttl)?;
                 (t, p)
             }
-            Some(_) => return Ok(Err(Refusal::TaskExists)),
+            Some(_) => return refuse(Refusal::TaskExists),
         };
-        Ok(
-            Ok(
-                Reply::ok(
-                    &AcquiredData {
-                        preload: [],
-                        promise: &p,
-                        task: &t.wire(),
-                    },
-                ),
+        done(
+            Reply::ok(
+                &AcquiredData {
+                    preload: [],
+                    promise: &p,
+                    task: &t.wire(),
+                },
             ),
         )
     }
 
     fn task_acquire(&self, r: TaskAcquire) -> Outcome<Reply, R::Error> {
         let Some((mut t, p)) = self.read_task(&r.id)? else {
-            return Ok(Err(Refusal::TaskNotFound))
+            return refuse(Refusal::TaskNotFound)
         };
         if t.state != TaskState::Pending {
-            return Ok(Err(Refusal::TaskNotPending));
+            return refuse(Refusal::TaskNotPending);
         }
         if t.version != r.version {
-            return Ok(Err(Refusal::VersionMismatch));
+            return refuse(Refusal::VersionMismatch);
         }
         self.acquire(&mut t, r.pid, r.ttl)?;
-        Ok(
-            Ok(
-                Reply::ok(
-                    &AcquiredData {
-                        preload: [],
-                        promise: &p,
-                        task: &t.wire(),
-                    },
-                ),
+        done(
+            Reply::ok(
+                &AcquiredData {
+                    preload: [],
+                    promise: &p,
+                    task: &t.wire(),
+                },
             ),
         )
     }
@@ -740,15 +745,15 @@ impl<'a, R: Records> Machine<'a, R> {
     fn task_fence(&self, r: TaskFence, corr_id: &str) -> Outcome<Reply, R::Error> {
         let action = match Fenced::decode(r.action) {
             Ok(Some(action)) => action,
-            Ok(None) => return Ok(Err(Refusal::FenceKind)),
-            Err(refusal) => return Ok(Err(refusal)),
+            Ok(None) => return refuse(Refusal::FenceKind),
+            Err(refusal) => return refuse(refusal),
         };
         if action.id() == r.id {
-            return Ok(Err(Refusal::FenceSelf));
+            return refuse(Refusal::FenceSelf);
         }
         if let Err(refusal) = self.held_task(&r.id, r.version, Refusal::VersionMismatch)?
         {
-            return Ok(Err(refusal));
+            return refuse(refusal);
         }
         let kind = action.kind();
         let inner = match action {
@@ -773,7 +778,7 @@ impl<'a, R: Records> Machine<'a, R> {
             .status, "version" : VERSION }, "data" : inner_data, }, "preload" : [], }
         )
             .to_string();
-        Ok(Ok(Reply { status: 200, data }))
+        done(Reply { status: 200, data })
     }
 
     fn task_heartbeat(&self, r: TaskHeartbeat) -> Outcome<Reply, R::Error> {
@@ -787,7 +792,7 @@ impl<'a, R: Records> Machine<'a, R> {
                 self.tx.put_task(&t)?;
             }
         }
-        Ok(Ok(Reply::empty()))
+        done(Reply::empty())
     }
 
     fn task_suspend(&self, r: TaskSuspend) -> Outcome<Reply, R::Error> {
@@ -797,13 +802,13 @@ impl<'a, R: Records> Machine<'a, R> {
             .map(|a| a.data.awaited.as_str())
             .collect();
         if awaited.is_empty() {
-            return Ok(Err(Refusal::ActionsEmpty));
+            return refuse(Refusal::ActionsEmpty);
         }
         if awaited.contains(&r.id.as_str()) {
-            return Ok(Err(Refusal::SelfAwait));
+            return refuse(Refusal::SelfAwait);
         }
         if awaited.iter().enumerate().any(|(i, a)| awaited[..i].contains(a)) {
-            return Ok(Err(Refusal::DuplicateAwaited));
+            return refuse(Refusal::DuplicateAwaited);
         }
         let mut promises = Vec::with_capacity(awaited.len());
         for id in &awaited {
@@ -813,23 +818,21 @@ impl<'a, R: Records> Machine<'a, R> {
             .held_task(&r.id, r.version, Refusal::SuspendConflict)?
         {
             Ok(held) => held,
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => return refuse(refusal),
         };
         let Some(promises) = promises.into_iter().collect::<Option<Vec<Promise>>>() else {
-            return Ok(Err(Refusal::SuspendAwaitedNotFound));
+            return refuse(Refusal::SuspendAwaitedNotFound);
         };
         if promises.iter().any(|p| !is_external(&p.tags)) {
-            return Ok(Err(Refusal::AwaitedInternal));
+            return refuse(Refusal::AwaitedInternal);
         }
         t.resumes.clear();
         if promises.iter().any(|p| p.state != PromiseState::Pending) {
             self.tx.put_task(&t)?;
-            return Ok(
-                Ok(Reply {
-                    status: 300,
-                    data: r#"{"preload":[]}"#.to_string(),
-                }),
-            );
+            return done(Reply {
+                status: 300,
+                data: r#"{"preload":[]}"#.to_string(),
+            });
         }
         for p in &promises {
             self.tx.add_callback(&p.id, &t.id)?;
@@ -838,38 +841,38 @@ impl<'a, R: Records> Machine<'a, R> {
         t.drop_lease();
         t.retry_at = None;
         self.tx.put_task(&t)?;
-        Ok(Ok(Reply::empty()))
+        done(Reply::empty())
     }
 
     fn task_fulfill(&self, r: TaskFulfill) -> Outcome<Reply, R::Error> {
         let (_, p) = match self.held_task(&r.id, r.version, Refusal::TaskConflict)? {
             Ok(held) => held,
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => return refuse(refusal),
         };
         let settle = r.action.data;
         let p = self.settle(p, settle.state.into(), settle.value, self.now)?;
-        Ok(Ok(Reply::ok(&PromiseData { promise: &p })))
+        done(Reply::ok(&PromiseData { promise: &p }))
     }
 
     fn task_release(&self, r: TaskRelease) -> Outcome<Reply, R::Error> {
         let (mut t, p) = match self.held_task(&r.id, r.version, Refusal::TaskConflict)? {
             Ok(held) => held,
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => return refuse(refusal),
         };
         t.state = TaskState::Pending;
         t.drop_lease();
         t.retry_at = Some(self.now);
         self.dispatch(&mut t, &p)?;
         self.tx.put_task(&t)?;
-        Ok(Ok(Reply::empty()))
+        done(Reply::empty())
     }
 
     fn task_halt(&self, r: TaskHalt) -> Outcome<Reply, R::Error> {
         let Some((mut t, _)) = self.read_task(&r.id)? else {
-            return Ok(Err(Refusal::TaskNotFound))
+            return refuse(Refusal::TaskNotFound)
         };
         match t.state {
-            TaskState::Fulfilled => return Ok(Err(Refusal::TaskFulfilled)),
+            TaskState::Fulfilled => return refuse(Refusal::TaskFulfilled),
             TaskState::Halted => {}
             _ => {
                 t.state = TaskState::Halted;
@@ -878,32 +881,32 @@ impl<'a, R: Records> Machine<'a, R> {
                 self.tx.put_task(&t)?;
             }
         }
-        Ok(Ok(Reply::empty()))
+        done(Reply::empty())
     }
 
     fn task_continue(&self, r: TaskContinue) -> Outcome<Reply, R::Error> {
         let Some((mut t, p)) = self.read_task(&r.id)? else {
-            return Ok(Err(Refusal::TaskNotFound))
+            return refuse(Refusal::TaskNotFound)
         };
         if t.state != TaskState::Halted {
-            return Ok(Err(Refusal::TaskNotHalted));
+            return refuse(Refusal::TaskNotHalted);
         }
         t.state = TaskState::Pending;
         t.retry_at = Some(self.now);
         self.dispatch(&mut t, &p)?;
         self.tx.put_task(&t)?;
-        Ok(Ok(Reply::empty()))
+        done(Reply::empty())
     }
 
     fn task_search(&self, r: TaskSearch) -> Outcome<Reply, R::Error> {
         let state = match r.state.as_deref().map(|s| (s, TaskState::parse(s))) {
-            Some((s, None)) => return Ok(Err(Refusal::InvalidStateFilter(s.to_string()))),
+            Some((s, None)) => return refuse(Refusal::InvalidStateFilter(s.to_string())),
             Some((_, state)) => state,
             None => None,
         };
         let limit = match search_limit(r.limit, 100) {
             Ok(l) => l,
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => return refuse(refusal),
         };
         let (tasks, cursor) = self
             .page(
@@ -924,14 +927,12 @@ impl<'a, R: Records> Machine<'a, R> {
         struct Items<'a> {
             tasks: &'a [Task],
         }
-        Ok(
-            Ok(
-                Reply::ok(
-                    &Page {
-                        cursor,
-                        items: Items { tasks: &tasks },
-                    },
-                ),
+        done(
+            Reply::ok(
+                &Page {
+                    cursor,
+                    items: Items { tasks: &tasks },
+                },
             ),
         )
     }
@@ -980,10 +981,10 @@ impl<'a, R: Records> Machine<'a, R> {
 
     fn schedule_create(&self, r: ScheduleCreate) -> Outcome<Reply, R::Error> {
         let Some(next) = Cron::parse(&r.cron).and_then(|c| c.next_after(self.now)) else {
-            return Ok(Err(Refusal::CronInvalid));
+            return refuse(Refusal::CronInvalid);
         };
         if let Some(s) = self.tx.schedule(&r.id)? {
-            return Ok(Ok(Reply::ok(&ScheduleData { schedule: &s })));
+            return done(Reply::ok(&ScheduleData { schedule: &s }));
         }
         let s = Schedule {
             id: r.id,
@@ -997,7 +998,7 @@ impl<'a, R: Records> Machine<'a, R> {
             last_run_at: None,
         };
         self.tx.put_schedule(&s)?;
-        Ok(Ok(Reply::ok(&ScheduleData { schedule: &s })))
+        done(Reply::ok(&ScheduleData { schedule: &s }))
     }
 
     fn schedule_delete(&self, r: ScheduleDelete) -> Outcome<Reply, R::Error> {
@@ -1013,7 +1014,7 @@ impl<'a, R: Records> Machine<'a, R> {
     fn schedule_search(&self, r: ScheduleSearch) -> Outcome<Reply, R::Error> {
         let limit = match search_limit(r.limit, 10) {
             Ok(l) => l,
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => return refuse(refusal),
         };
         let mut schedules = self
             .tx
@@ -1025,31 +1026,29 @@ impl<'a, R: Records> Machine<'a, R> {
         struct Items<'a> {
             schedules: &'a [Schedule],
         }
-        Ok(
-            Ok(
-                Reply::ok(
-                    &Page {
-                        cursor,
-                        items: Items { schedules: &schedules },
-                    },
-                ),
+        done(
+            Reply::ok(
+                &Page {
+                    cursor,
+                    items: Items { schedules: &schedules },
+                },
             ),
         )
     }
 
     fn debug_start(&self, _: DebugStart) -> Outcome<Reply, R::Error> {
         self.settings.paused.store(true, Ordering::Relaxed);
-        Ok(Ok(Reply::empty()))
+        done(Reply::empty())
     }
 
     fn debug_stop(&self, _: DebugStop) -> Outcome<Reply, R::Error> {
         self.settings.paused.store(false, Ordering::Relaxed);
-        Ok(Ok(Reply::empty()))
+        done(Reply::empty())
     }
 
     fn debug_reset(&self, _: DebugReset) -> Outcome<Reply, R::Error> {
         self.tx.reset()?;
-        Ok(Ok(Reply::empty()))
+        done(Reply::empty())
     }
 
     fn debug_tick(&self, r: DebugTick) -> Outcome<Reply, R::Error> {
@@ -1059,21 +1058,17 @@ impl<'a, R: Records> Machine<'a, R> {
                 break;
             }
         }
-        Ok(
-            Ok(Reply {
-                status: 200,
-                data: "[]".to_string(),
-            }),
-        )
+        done(Reply {
+            status: 200,
+            data: "[]".to_string(),
+        })
     }
 
     fn debug_snap(&self, _: DebugSnap) -> Outcome<Reply, R::Error> {
-        Ok(
-            Ok(Reply {
-                status: 200,
-                data: self.tx.snap()?,
-            }),
-        )
+        done(Reply {
+            status: 200,
+            data: self.tx.snap()?,
+        })
     }
 
     /// One bounded pass of the background rules at `now`: promise timeouts of armed promises (R1,

@@ -53,17 +53,24 @@ pub fn set_log_level(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether messages at `level` are written.
-pub fn logs(level: Level) -> bool {
-    level as u8 <= LOG_LEVEL.load(Ordering::Relaxed)
+/// Writes `message` to stderr as one line, led by its level, if that level is enabled.
+pub fn write_log(level: Level, message: std::fmt::Arguments<'_>) {
+    if level as u8 <= LOG_LEVEL.load(Ordering::Relaxed) {
+        let name = match level {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        };
+        eprintln!("{name} {message}");
+    }
 }
 
-/// Writes one log line to stderr if its level is enabled.
+/// Writes one log line to stderr if its level is enabled: `log!(Warn, "…{x}…")`.
 #[macro_export]
 macro_rules! log {
     ($level:ident, $($arg:tt)*) => {
-        if $crate::logs($crate::Level::$level) { eprintln!("{} {}", stringify!($level)
-        .to_lowercase(), format_args!($($arg)*)); }
+        $crate::write_log($crate::Level::$level, format_args!($($arg)*))
     };
 }
 
