@@ -12,22 +12,20 @@
 //! `N passed, N failed`; cases that fail because of a known SDK defect are listed apart and
 //! counted in neither.
 //!
-//! A NATS target (`transport: nats` in its manifest) has no HTTP listener: the runner starts its
-//! processes itself on the shared NATS server (`$RESONATE_E2E_NATS_URL`, default
-//! nats://127.0.0.1:4222), each case on its own api prefix, queue group and worker topic, and the
-//! SDKs connect with their NATS connectors. Only the SDK versions that have one run there; a
-//! target on a shared database (postgres-nats) runs two replicas in one queue group per case.
+//! A NATS target (`transport: nats` in its manifest) has no HTTP listener: the harness starts it
+//! on the local NATS server (127.0.0.1:4222, `tests/nats-up`) as it does for every suite, each
+//! case on its own api prefix and queue group, with a worker topic of its own, and the SDKs
+//! connect with their NATS connectors. Only the SDK versions that have one run there; a target
+//! on a shared database (postgres-nats) runs two replicas in one queue group per case.
 
-use resonate_tests::client::Client;
-use resonate_tests::server::{self, repo_root, Database, Server};
+use resonate_tests::nats::{self, Nats};
+use resonate_tests::server::{self, repo_root, Server};
+use resonate_tests::transport::{Endpoint, Rpc};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use std::{env, thread};
@@ -86,10 +84,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Task lease for the scenarios that do not test leases (the SDKs' own default).
 const DEFAULT_TTL_MS: u64 = 60_000;
-/// How long a NATS server process has to log that it takes requests.
-const NATS_READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the runner's own requests over NATS wait for an answer.
-const NATS_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the runner's own requests wait for an answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The protocol version of the runner's own requests.
 const PROTOCOL_VERSION: &str = "2026-04-01";
 
@@ -246,16 +242,16 @@ fn main() -> ExitCode {
     };
     println!("server: built {}", target.bin.display());
     if target.nats {
-        if let Err(e) = TcpStream::connect(nats_addr(&nats_url())) {
+        if let Err(e) = Nats::connect(nats::LOCAL) {
             println!(
-                "resonate-e2e: no NATS server at {} ({e}); start one, e.g. start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log",
-                nats_url()
+                "resonate-e2e: no NATS server at {} ({e}); start one with `bash tests/nats-up`",
+                nats::LOCAL
             );
             return ExitCode::FAILURE;
         }
         println!(
             "transport: NATS at {}, {} server replica(s) per case",
-            nats_url(),
+            nats::LOCAL,
             target.replicas
         );
     }
@@ -449,7 +445,7 @@ fn fan_out(run: &mut Run) -> Result<(), String> {
     expect_eq("result", &result, &json!(385))
 }
 
-/// A workflow awaits a promise; the test settles it with a plain `promise.settle` over HTTP.
+/// A workflow awaits a promise; the test settles it with a plain `promise.settle` request.
 fn human_in_the_loop(run: &mut Run) -> Result<(), String> {
     run.worker(DEFAULT_TTL_MS)?;
     let invocation = run.invoke("approval-1", "approval", &json!([run.dir_arg()]))?;
@@ -516,7 +512,7 @@ fn server_crash_in_step(run: &mut Run) -> Result<(), String> {
     thread::sleep(Duration::from_millis(500));
     run.server.kill_all();
     thread::sleep(Duration::from_millis(500));
-    run.server.restart_all()?;
+    run.server.restart_all();
     let result = invocation.result(RESULT_TIMEOUT)?;
     expect_eq("result", &result, &json!("slow done"))?;
     run.steps_exactly_once(&["slow"])
@@ -534,7 +530,7 @@ fn server_crash(run: &mut Run) -> Result<(), String> {
     run.wait_sleeping("server-crash-1", 1)?;
     run.server.kill_all();
     thread::sleep(Duration::from_millis(500));
-    run.server.restart_all()?;
+    run.server.restart_all();
     let result = invocation.result(RESULT_TIMEOUT)?;
     expect_eq("result", &result, &json!(["count-3", "count-2", "count-1"]))?;
     run.steps_exactly_once(&["count-3", "count-2", "count-1"])
@@ -694,17 +690,9 @@ struct Invocation {
 
 impl<'a> Run<'a> {
     fn new(target: &'a Target, sdk: &'a Sdk, scenario: &str) -> Result<Run<'a>, String> {
-        let (server, dir, tag) = if target.nats {
-            let service = NatsService::start(target)?;
-            let dir = service.root.join("e2e");
-            let tag = service.tag.clone();
-            (Backend::Nats(service), dir, tag)
-        } else {
-            let server = Server::start(&target.bin, &[]);
-            let dir = server.dir.join("e2e");
-            let port = server.addr.port().to_string();
-            (Backend::Http(server), dir, port)
-        };
+        let server = Backend::start(target);
+        let dir = server.dir().join("e2e");
+        let tag = server.tag();
         fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         // Lowercase and free of dots: over NATS the group is a token of the workers' subjects.
         let group = format!("{}-{}-{}", sdk.name.replace('.', "_"), scenario, tag);
@@ -847,10 +835,8 @@ impl<'a> Run<'a> {
         drop(self.workers); // before the server, so their logs end without reconnect noise
         let mut server = self.server;
         server.kill_all();
-        if let Backend::Http(server) = &server {
-            let _ = fs::write(self.dir.join("server.log"), server.log());
-        }
-        let kept = server.dir().display().to_string();
+        server.save_logs(&self.dir);
+        let kept = server.dirs();
         let outcome = match result {
             Ok(()) => Outcome::Passed,
             Err(mut report) => {
@@ -968,325 +954,127 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The case's server: the harness's HTTP server, or this runner's NATS server processes
+// The case's server: the harness's server processes, over HTTP or NATS
 // ---------------------------------------------------------------------------------------------
 
-enum Backend {
-    Http(Server),
-    Nats(NatsService),
+/// One case's server: one process, or for a NATS target on a shared database two replicas on one
+/// database in one queue group, all started by the harness ([`Server::start`],
+/// [`Server::replica`]). A NATS server gets an api prefix and queue group of its own on the
+/// local NATS server, and the case a worker topic of its own, so concurrent cases (and other
+/// runs) never see each other's requests or messages.
+struct Backend {
+    /// The first started; the case's files live in its directory.
+    servers: Vec<Server>,
+    /// Over NATS: the prefix of the workers' subjects (the connectors' `workerTopic`).
+    worker_topic: Option<String>,
 }
 
 impl Backend {
-    fn url(&self) -> String {
-        match self {
-            Backend::Http(server) => format!("http://{}", server.addr),
-            Backend::Nats(service) => format!(
-                "{}?serverTopic={}&workerTopic={}",
-                nats_url(),
-                service.api_prefix,
-                service.worker_topic
-            ),
+    /// Starts `target`'s server(s), each ready to answer (over NATS: the first, then a replica
+    /// once either answers, as the queue group hides which one did). A NATS server logs one line
+    /// per answered request (`--level debug`): which replica answered what, for a failure's report.
+    fn start(target: &Target) -> Backend {
+        let args: &[&str] = if target.nats {
+            &["--level", "debug"]
+        } else {
+            &[]
+        };
+        let first = Server::start(&target.bin, args);
+        let mut servers = vec![first];
+        for _ in 1..target.replicas {
+            let replica = servers[0].replica(args);
+            servers.push(replica);
+        }
+        let worker_topic = target.nats.then(|| format!("e2e{}.recv", nats::unique()));
+        Backend {
+            servers,
+            worker_topic,
         }
     }
 
-    /// The directory holding the store(s) and, under `e2e/`, the case's files.
-    fn dir(&self) -> &Path {
-        match self {
-            Backend::Http(server) => &server.dir,
-            Backend::Nats(service) => &service.root,
+    /// What the programs get as URL: the server's `http://` address, or over NATS
+    /// `nats://host:port?serverTopic=..&workerTopic=..` (the connectors' api and worker prefixes).
+    fn url(&self) -> String {
+        match (self.servers[0].endpoint(), &self.worker_topic) {
+            (Endpoint::Nats(at), Some(topic)) => format!(
+                "nats://{}?serverTopic={}&workerTopic={topic}",
+                at.nats, at.prefix
+            ),
+            (endpoint, _) => endpoint.to_string(),
         }
+    }
+
+    /// A token of the case's worker group: the HTTP port, or over NATS a fresh unique one.
+    fn tag(&self) -> String {
+        match self.servers[0].endpoint() {
+            Endpoint::Http(addr) => addr.port().to_string(),
+            Endpoint::Nats(_) => nats::unique(),
+        }
+    }
+
+    /// The directory holding the (first) store and, under `e2e/`, the case's files.
+    fn dir(&self) -> &Path {
+        &self.servers[0].dir
     }
 
     fn replicas(&self) -> usize {
-        match self {
-            Backend::Http(_) => 1,
-            Backend::Nats(service) => service.replicas.len(),
-        }
+        self.servers.len()
     }
 
-    fn call(&self, kind: &str, data: Value) -> (u16, Value) {
-        match self {
-            Backend::Http(server) => resonate_tests::call(
-                &mut Client::with_timeout(server.addr, Duration::from_secs(5)),
-                kind,
-                data,
-                None,
-            ),
-            Backend::Nats(service) => service.call(kind, data),
-        }
-    }
-
-    /// SIGKILLs every server process.
-    fn kill_all(&mut self) {
-        match self {
-            Backend::Http(server) => server.kill9(),
-            Backend::Nats(service) => service.replicas.iter_mut().for_each(Replica::kill9),
-        }
-    }
-
-    /// Starts every server process again on its store (and port, over HTTP); waits until each
-    /// takes requests.
-    fn restart_all(&mut self) -> Result<(), String> {
-        match self {
-            Backend::Http(server) => {
-                server.restart();
-                Ok(())
-            }
-            Backend::Nats(service) => service.restart_all(),
-        }
-    }
-
-    /// SIGKILLs replica `n` and leaves it down.
-    fn kill_replica(&mut self, n: usize) {
-        match self {
-            Backend::Http(server) => server.kill9(),
-            Backend::Nats(service) => service.replicas[n].kill9(),
-        }
-    }
-}
-
-/// The NATS server every case shares: `$RESONATE_E2E_NATS_URL`, default nats://127.0.0.1:4222.
-fn nats_url() -> String {
-    env::var("RESONATE_E2E_NATS_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
-}
-
-/// `host:port` of a `nats://host:port` URL.
-fn nats_addr(url: &str) -> String {
-    let rest = url.strip_prefix("nats://").unwrap_or(url);
-    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
-}
-
-/// One case's server over NATS: its replicas (one, or two on one database), started by this
-/// runner because a NATS server has no HTTP listener the harness could wait on. Every case has
-/// its own api prefix, queue group and worker topic on the shared NATS server, so concurrent
-/// cases (and other runs) never see each other's requests or messages.
-struct NatsService {
-    /// `e2e<pid>x<n>`: names this case's subjects and queue group.
-    tag: String,
-    api_prefix: String,
-    worker_topic: String,
-    root: PathBuf,
-    replicas: Vec<Replica>,
-    /// Kept alive as long as the replicas run on it; dropped (the database with it) last.
-    _database: Option<Arc<Database>>,
-}
-
-/// One server process; restarted in the same directory with the same arguments.
-struct Replica {
-    bin: PathBuf,
-    args: Vec<String>,
-    dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    /// The line the server logs once it is subscribed and the NATS server confirmed it.
-    ready_line: String,
-    /// How often it was started: its log holds one ready line per start.
-    starts: usize,
-}
-
-impl NatsService {
-    fn start(target: &Target) -> Result<NatsService, String> {
-        static CASES: AtomicUsize = AtomicUsize::new(0);
-        let tag = format!(
-            "e2e{}x{}",
-            std::process::id(),
-            CASES.fetch_add(1, Ordering::Relaxed)
-        );
-        let root = env::temp_dir().join(format!("resonate-e2e-{tag}"));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("e2e"))
-            .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-        let database = Database::for_target(&target.name)?.map(Arc::new);
-        let api_prefix = format!("{tag}.requests");
-        let mut args = vec![
-            "--nats-url".to_string(),
-            nats_url(),
-            "--nats-api-prefix".into(),
-            api_prefix.clone(),
-            "--nats-queue-group".into(),
-            tag.clone(),
-            // One line per answered request: which replica answered what, for a failure's report.
-            "--level".into(),
-            "debug".into(),
-        ];
-        if let Some(db) = &database {
-            args.extend([db.flag().to_string(), db.url.clone()]);
-        }
-        let ready_line = format!("taking requests on {api_prefix}.> in queue group {tag} from ");
-        let replicas = (0..target.replicas)
-            .map(|n| Replica {
-                bin: target.bin.clone(),
-                args: args.clone(),
-                dir: root.join(format!("replica-{n}")),
-                log: root.join("e2e").join(format!("server-{n}.log")),
-                child: None,
-                ready_line: ready_line.clone(),
-                starts: 0,
-            })
-            .collect();
-        let mut service = NatsService {
-            worker_topic: format!("{tag}.recv"),
-            tag,
-            api_prefix,
-            root,
-            replicas,
-            _database: database,
-        };
-        service.restart_all()?;
-        Ok(service)
-    }
-
-    fn restart_all(&mut self) -> Result<(), String> {
-        self.replicas.iter_mut().try_for_each(Replica::launch)
-    }
-
-    /// One request, sent as the SDK connectors send it; a request nobody answers in time has
-    /// status 0.
+    /// One request over the server's transport (over NATS with a `Resonate-Reply-To` header, as
+    /// the connectors send it); a request nobody answers in time has status 0.
     fn call(&self, kind: &str, data: Value) -> (u16, Value) {
         let request = json!({
             "kind": kind,
             "head": { "corrId": "e2e", "version": PROTOCOL_VERSION },
             "data": data,
         });
-        let subject = format!("{}.default", self.api_prefix);
-        match nats_request(
-            &nats_addr(&nats_url()),
-            &subject,
-            request.to_string().as_bytes(),
-        ) {
-            Ok(answer) => match serde_json::from_slice::<Value>(&answer) {
-                Ok(envelope) => {
-                    let status = envelope["head"]["status"].as_u64().unwrap_or(0);
-                    (status as u16, envelope)
-                }
+        let mut conn = self.servers[0].endpoint().conn(CALL_TIMEOUT);
+        match conn.rpc(request.to_string().as_bytes()) {
+            Ok(answer) => match serde_json::from_slice::<Value>(&answer.body) {
+                Ok(envelope) => (answer.status, envelope),
                 Err(e) => (0, json!({ "error": format!("not JSON: {e}") })),
             },
-            Err(e) => (0, json!({ "error": e })),
-        }
-    }
-}
-
-impl Drop for NatsService {
-    fn drop(&mut self) {
-        self.replicas.iter_mut().for_each(Replica::kill9);
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
-impl Replica {
-    /// Spawns the process (output appended to its log) and waits for its ready line.
-    fn launch(&mut self) -> Result<(), String> {
-        self.kill9();
-        fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| format!("cannot open {}: {e}", self.log.display()))?;
-        let stderr = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
-        let child = self.child.insert(child);
-        self.starts += 1;
-        let deadline = Instant::now() + NATS_READY_TIMEOUT;
-        loop {
-            let text = fs::read_to_string(&self.log).unwrap_or_default();
-            if text.matches(&self.ready_line).count() >= self.starts {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Err(format!(
-                    "server exited before it took requests ({status}):\n{}",
-                    tail(&text, 15)
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "server did not log {:?} within {NATS_READY_TIMEOUT:?}:\n{}",
-                    self.ready_line,
-                    tail(&text, 15)
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
+            Err(e) => (0, json!({ "error": e.to_string() })),
         }
     }
 
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+    /// SIGKILLs every server process.
+    fn kill_all(&mut self) {
+        self.servers.iter_mut().for_each(Server::kill9);
+    }
+
+    /// Starts every server process again on its store (and port, over HTTP); waits until each
+    /// is ready.
+    fn restart_all(&mut self) {
+        self.servers.iter_mut().for_each(Server::restart);
+    }
+
+    /// SIGKILLs replica `n` and leaves it down.
+    fn kill_replica(&mut self, n: usize) {
+        self.servers[n].kill9();
+    }
+
+    /// Copies each server's log into the case's directory: `server.log`, or over NATS
+    /// `server-<replica>.log`.
+    fn save_logs(&self, dir: &Path) {
+        for (n, server) in self.servers.iter().enumerate() {
+            let name = match self.worker_topic {
+                Some(_) => format!("server-{n}.log"),
+                None => "server.log".to_string(),
+            };
+            let _ = fs::write(dir.join(name), server.log());
         }
     }
-}
 
-/// One request over NATS the way the SDK connectors send it: published to `subject` with a
-/// `Resonate-Reply-To` header naming a fresh inbox; returns the payload that arrives there.
-/// A connection of its own per request keeps this small: the NATS server is local.
-fn nats_request(addr: &str, subject: &str, body: &[u8]) -> Result<Vec<u8>, String> {
-    static INBOXES: AtomicUsize = AtomicUsize::new(0);
-    let inbox = format!(
-        "_INBOX.e2e{}x{}",
-        std::process::id(),
-        INBOXES.fetch_add(1, Ordering::Relaxed)
-    );
-    let io = |e: std::io::Error| format!("NATS at {addr}: {e}");
-    let mut stream = TcpStream::connect(addr).map_err(io)?;
-    let deadline = Instant::now() + NATS_CALL_TIMEOUT;
-    stream
-        .set_read_timeout(Some(NATS_CALL_TIMEOUT))
-        .map_err(io)?;
-    let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
-    let headers = format!("NATS/1.0\r\nResonate-Reply-To: {inbox}\r\n\r\n");
-    let mut out = format!(
-        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"lang\":\"resonate-e2e\",\"version\":\"0\"}}\r\nSUB {inbox} 1\r\nHPUB {subject} {} {}\r\n{headers}",
-        headers.len(),
-        headers.len() + body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out.extend_from_slice(b"\r\n");
-    stream.write_all(&out).map_err(io)?;
-    let mut line = String::new();
-    loop {
-        if Instant::now() > deadline {
-            return Err(format!("no answer on {inbox} within {NATS_CALL_TIMEOUT:?}"));
-        }
-        line.clear();
-        if reader.read_line(&mut line).map_err(io)? == 0 {
-            return Err(format!("NATS at {addr} closed the connection"));
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let size = |word: Option<&&str>| word.and_then(|w| w.parse::<usize>().ok());
-        let (headers_len, total) = match words.first().copied() {
-            Some("PING") => {
-                stream.write_all(b"PONG\r\n").map_err(io)?;
-                continue;
-            }
-            Some("-ERR") => return Err(format!("NATS at {addr}: {}", line.trim())),
-            // MSG <subject> <sid> [reply] <bytes>
-            Some("MSG") => (0, size(words.last())),
-            // HMSG <subject> <sid> [reply] <header bytes> <total bytes>
-            Some("HMSG") => (
-                size(words.get(words.len().saturating_sub(2))).unwrap_or(0),
-                size(words.last()),
-            ),
-            _ => continue, // INFO, +OK, PONG
-        };
-        let total = total.ok_or_else(|| format!("NATS at {addr}: bad line {line:?}"))?;
-        let mut payload = vec![0; total + 2];
-        reader.read_exact(&mut payload).map_err(io)?;
-        payload.truncate(total);
-        return Ok(payload.split_off(headers_len.min(total)));
+    /// Every server's directory, for a report.
+    fn dirs(&self) -> String {
+        let dirs: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| s.dir.display().to_string())
+            .collect();
+        dirs.join(", ")
     }
 }
 
