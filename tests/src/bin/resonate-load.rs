@@ -1,13 +1,13 @@
 //! resonate-load: a closed-loop load generator for a running Resonate server.
 //!
-//! Each of N clients is a thread with one keep-alive connection that sends its next request as
-//! soon as the previous one is answered, for a fixed time. Latencies go into log-bucketed
-//! histograms (HdrHistogram-style, within ~3 %); one JSON report is printed on stdout.
-//! `resonate-gen bench` builds a target, starts it and runs this.
+//! Each of N clients is a thread with one connection that sends its next request as soon as the
+//! previous one is answered, for a fixed time: a keep-alive HTTP connection (`POST /`), or a NATS
+//! connection (publish with a `Resonate-Reply-To` inbox, wait for the reply there). Latencies go
+//! into log-bucketed histograms (HdrHistogram-style, within ~3 %); one JSON report is printed on
+//! stdout. `resonate-gen bench` builds a target, starts it and runs this.
 
-use resonate_tests::client::Client;
+use resonate_tests::transport::{Conn, Endpoint, Rpc};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,15 +16,21 @@ const HELP: &str = "\
 resonate-load: closed-loop load against a Resonate server on loopback; prints a JSON report.
 
 Usage: resonate-load --url http://127.0.0.1:PORT [OPTIONS]
+       resonate-load --url nats://127.0.0.1:4222/API_PREFIX [OPTIONS]
 
 Options:
-  --url URL        the server (loopback addresses only)
+  --url URL        the server (loopback addresses only): its HTTP address, or the NATS server
+                   and the api prefix it takes requests on (--nats-api-prefix; each request is
+                   published to API_PREFIX.default with a Resonate-Reply-To header naming an
+                   inbox, and its answer awaited there)
   --mix MIX        workflow (default) or promise:
-                     workflow  promise.create with resonate:target poll://any@bench, task.acquire
-                               at version 0, task.fence x2 creating children, task.fence x2
-                               settling them, task.fulfill (7 requests per iteration)
+                     workflow  promise.create with resonate:target poll://any@bench (over NATS
+                               nats://resonate.recv.bench), task.acquire at version 0,
+                               task.fence x2 creating children, task.fence x2 settling them,
+                               task.fulfill (7 requests per iteration)
                      promise   promise.create, promise.get, promise.settle (3 per iteration)
-  --clients N      concurrent clients, each one thread and one keep-alive connection [default: 1]
+  --clients N      concurrent clients, each one thread and one connection (keep-alive HTTP, or
+                   NATS) [default: 1]
   --seconds S      measured time [default: 5]
   --warmup S       time before the measurement whose requests are not counted [default: 0.5]
   --run ID         prefix of every promise id (default: from the process id and the clock)
@@ -35,8 +41,9 @@ Output: {mix, clients, seconds, requests, requests_per_sec, iterations, iteratio
 errors, error, latency_us: {p50, p99, p999, max}, kinds: [{kind, count, per_sec, p50_us, ...}]}.
 The exit status is 1 when any request failed (the report says which).
 
-Example:
-  resonate-load --url http://127.0.0.1:8001 --mix promise --clients 16 --seconds 10";
+Examples:
+  resonate-load --url http://127.0.0.1:8001 --mix promise --clients 16 --seconds 10
+  resonate-load --url nats://127.0.0.1:4222/resonate.requests --mix workflow --clients 4";
 
 /// Per request read or write; a hung server fails the run instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,8 +81,9 @@ impl Mix {
         }
     }
 
-    /// The request bodies of one iteration on promise `id`, in `kinds()` order.
-    fn requests(self, id: &str, pid: &str, timeout_at: u64) -> Vec<String> {
+    /// The request bodies of one iteration on promise `id`, in `kinds()` order; the workflow's
+    /// root promise targets the worker address `target`.
+    fn requests(self, id: &str, pid: &str, timeout_at: u64, target: &str) -> Vec<String> {
         let auth = TOKEN.get().map(|t| format!(r#","auth":"{t}""#)).unwrap_or_default();
         let envelope = |kind: &str, data: String| {
             format!(
@@ -111,7 +119,7 @@ impl Mix {
                 vec![
                     envelope(
                         "promise.create",
-                        create(id, r#"{"resonate:target":"poll://any@bench"}"#),
+                        create(id, &format!(r#"{{"resonate:target":"{target}"}}"#)),
                     ),
                     envelope(
                         "task.acquire",
@@ -223,20 +231,21 @@ struct Outcome {
 }
 
 /// One client: runs iterations back to back until `end`, counting requests that start after `measure`.
-fn client(addr: SocketAddr, mix: Mix, prefix: String, measure: Instant, end: Instant) -> Outcome {
-    let mut http = Client::with_timeout(addr, IO_TIMEOUT);
+fn client(endpoint: Endpoint, mix: Mix, prefix: String, measure: Instant, end: Instant) -> Outcome {
+    let mut conn = endpoint.conn(IO_TIMEOUT);
+    let target = endpoint.worker_address("bench", None);
     let kinds = mix.kinds();
     let mut steps = vec![Histogram::new(); kinds.len()];
     let timeout_at = now_ms() + TIMEOUT_AHEAD_MS;
     let mut error = None;
     'run: for i in 0.. {
         let id = format!("{prefix}-{i}");
-        for (step, body) in mix.requests(&id, &prefix, timeout_at).iter().enumerate() {
+        for (step, body) in mix.requests(&id, &prefix, timeout_at, &target).iter().enumerate() {
             let start = Instant::now();
             if start >= end {
                 break 'run;
             }
-            if let Err(e) = send(&mut http, body, kinds[step]) {
+            if let Err(e) = send(&mut conn, body, kinds[step]) {
                 error = Some(format!("{} {id}: {e}", kinds[step]));
                 break 'run;
             }
@@ -252,9 +261,10 @@ fn client(addr: SocketAddr, mix: Mix, prefix: String, measure: Instant, end: Ins
     }
 }
 
-/// Sends one request; an error unless it (and a fence's inner action) answered 200.
-fn send(http: &mut Client, body: &str, kind: &str) -> Result<(), String> {
-    let response = http.post("/", body.as_bytes()).map_err(|e| e.to_string())?;
+/// Sends one request; an error unless it (and a fence's inner action) answered 200 (over NATS:
+/// `head.status` of the reply).
+fn send(conn: &mut Conn, body: &str, kind: &str) -> Result<(), String> {
+    let response = conn.rpc(body.as_bytes()).map_err(|e| e.to_string())?;
     let status = if kind.starts_with("task.fence") && response.status == 200 {
         let v: Value = serde_json::from_slice(&response.body).map_err(|e| e.to_string())?;
         v["data"]["action"]["head"]["status"].as_u64().unwrap_or(0)
@@ -277,7 +287,7 @@ fn now_ms() -> u64 {
 static TOKEN: OnceLock<String> = OnceLock::new();
 
 struct Args {
-    addr: SocketAddr,
+    endpoint: Endpoint,
     mix: Mix,
     clients: usize,
     seconds: f64,
@@ -322,18 +332,18 @@ fn parse_args() -> Result<Option<Args>, String> {
         }
     }
     let url = url.ok_or("--url is required")?;
-    let addr: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|_| format!("{url}: expected http://<ip>:<port>"))?;
+    let endpoint: Endpoint = url.parse()?;
+    let addr = match &endpoint {
+        Endpoint::Http(addr) => *addr,
+        Endpoint::Nats(at) => at.nats,
+    };
     if !addr.ip().is_loopback() {
         return Err(format!(
             "{url}: resonate-load only talks to loopback addresses"
         ));
     }
     Ok(Some(Args {
-        addr,
+        endpoint,
         mix,
         clients,
         seconds,
@@ -359,8 +369,8 @@ fn main() -> ExitCode {
     let end = measure + Duration::from_secs_f64(args.seconds);
     let threads: Vec<_> = (0..args.clients)
         .map(|c| {
-            let (addr, mix, prefix) = (args.addr, args.mix, format!("{}c{c}", args.run));
-            std::thread::spawn(move || client(addr, mix, prefix, measure, end))
+            let (endpoint, mix, prefix) = (args.endpoint.clone(), args.mix, format!("{}c{c}", args.run));
+            std::thread::spawn(move || client(endpoint, mix, prefix, measure, end))
         })
         .collect();
     let outcomes: Vec<Outcome> = threads
