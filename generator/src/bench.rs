@@ -2,19 +2,23 @@
 //!
 //! Builds the target and `resonate-load` (tests/) in release, then measures the stripped binary,
 //! its dependency graph, the generated lines, cold start-up, idle memory and closed-loop
-//! throughput and latency, all on 127.0.0.1. Prints a markdown report, writes it to
+//! throughput and latency, all on 127.0.0.1: over HTTP, or for a NATS target through the local
+//! NATS server (127.0.0.1:4222, `tests/nats-up`) on subjects and a queue group of the server's
+//! own, as `resonate-gen conform` starts it. Prints a markdown report, writes it to
 //! `bench/<target>.md` with a chart in `bench/<target>.svg` (not with `--quick` unless `--write`),
 //! and holds the target to the `budget:` of its manifest.
 
 use anyhow::{bail, Context, Result};
-use resonate_gen::manifest::{Auth, Manifest, Store};
+use resonate_gen::manifest::{Auth, Manifest, Store, Transport};
 use resonate_gen::conform::Running;
 use resonate_gen::Repo;
 use resonate_tests::jwt::{self, b64url};
+use resonate_tests::nats::{self, Nats};
+use resonate_tests::transport::{Endpoint, NatsEndpoint, REPLY_TO};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -95,6 +99,8 @@ struct Measured {
     loads: Vec<Load>,
     /// The 1-minute load average when `bench` began: other work on the machine skews the numbers.
     busy: Option<String>,
+    /// For a NATS target, the version of the NATS server the requests went through.
+    nats_version: Option<String>,
 }
 
 impl Measured {
@@ -154,7 +160,7 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
     ));
 
     let (mut running, _) = start(&server, m, &scratch.dir("load")?, jwt)?;
-    let addr = running.addr;
+    let endpoint = running.endpoint.clone();
     let log = scratch.0.join("load").join("server.log");
     std::thread::sleep(SETTLE);
     let rss_start_kb = rss_kb(running.process.child.id());
@@ -162,7 +168,7 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
     for mix in MIXES {
         for &clients in plan.clients {
             say(format!("{mix} mix, {clients} client(s), {} s", plan.seconds));
-            let l = load(&bins, addr, mix, clients, plan, jwt).with_context(|| tail(&log))?;
+            let l = load(&bins, &endpoint, mix, clients, plan, jwt).with_context(|| tail(&log))?;
             say(format!(
                 "  {} requests/s, p50 {} µs, p99 {} µs, p99.9 {} µs",
                 group(l.requests_per_sec as u64),
@@ -180,7 +186,12 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
     }
     drop(running);
 
-    let measured = Measured { binary_bytes, crates, lines, starts_ms, rss_start_kb, rss_after_kb, loads, busy };
+    let nats_version = match m.transport {
+        Transport::Http => None,
+        Transport::Nats => Nats::connect(nats::LOCAL).ok().and_then(|n| n.info()["version"].as_str().map(str::to_owned)),
+    };
+    let measured =
+        Measured { binary_bytes, crates, lines, starts_ms, rss_start_kb, rss_after_kb, loads, busy, nats_version };
     let report = markdown(repo, m, &measured, plan, opts);
     println!("{report}");
     if opts.quick && !opts.write {
@@ -296,35 +307,61 @@ impl Drop for Scratch {
     }
 }
 
-/// A running server and where it listens; killed (and its store dropped) when dropped.
+/// A running server and how it is reached; killed (and its store dropped) when dropped.
 struct Server {
     process: Running,
-    addr: SocketAddr,
+    endpoint: Endpoint,
 }
 
-/// Starts the server on a free loopback port with a fresh store (logging into `dir`) and waits for
-/// its first answer to `POST /`; also returns the time from process start to that answer.
+/// Starts the server with a fresh store (logging into `dir`) on a free loopback port, or for a
+/// NATS target on subjects and a queue group of its own on the local NATS server (the flags
+/// `resonate-gen conform` gives it), and waits for its first answer to a `promise.get`; also
+/// returns the time from process start to that answer.
 fn start(bin: &Path, m: &Manifest, dir: &Path, jwt: Option<&JwtAuth>) -> Result<(Server, Duration)> {
     let (store, database) = resonate_gen::conform::fresh_store(m, dir)?;
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut cmd = Command::new(bin);
-    cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]).args(store);
+    let endpoint = match m.transport {
+        Transport::Http => {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]);
+            Endpoint::Http(([127, 0, 0, 1], port).into())
+        }
+        Transport::Nats => {
+            let at = NatsEndpoint::fresh();
+            cmd.args(at.flags());
+            Endpoint::Nats(at)
+        }
+    };
+    cmd.args(store);
     if let Some(jwt) = jwt {
         cmd.arg("--auth-publickey").arg(&jwt.public_key);
     }
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    let body = probe_body(jwt.map(|j| j.token.as_str()));
+    // Over NATS the probe's own connection is made before the clock starts: the time is the
+    // server's (its start, its connection and subscription), not the prober's handshake.
+    let mut probe = match &endpoint {
+        Endpoint::Http(addr) => Probe::Http(*addr),
+        Endpoint::Nats(at) => Probe::Nats {
+            nats: Some(Box::new(
+                Nats::connect(at.nats).with_context(|| format!("no NATS server at {} (bash tests/nats-up)", at.nats))?,
+            )),
+            at: at.clone(),
+        },
+    };
     let began = Instant::now();
     let process = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
-    let mut server = Server { process: Running::new(process, database), addr: ([127, 0, 0, 1], port).into() };
+    let mut server = Server { process: Running::new(process, database), endpoint };
     loop {
-        if answers(server.addr, jwt.map(|j| j.token.as_str())) {
+        if probe.answers(&body) {
             return Ok((server, began.elapsed()));
         }
         if began.elapsed() > START_TIMEOUT || server.process.child.try_wait()?.is_some() {
             bail!(
-                "{} did not answer on port {port} within {START_TIMEOUT:?}; {}",
+                "{} did not answer at {} within {START_TIMEOUT:?}; {}",
                 bin.display(),
+                server.endpoint,
                 tail(&dir.join("server.log"))
             );
         }
@@ -332,15 +369,61 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, jwt: Option<&JwtAuth>) -> Result<
     }
 }
 
-/// True once a `promise.get` is answered (200 or 404: the protocol is being served).
-fn answers(addr: SocketAddr, token: Option<&str>) -> bool {
+/// A `promise.get` of an id that does not exist, with the admin token of a `jwt` target.
+fn probe_body(token: Option<&str>) -> String {
+    let auth = token.map(|t| format!(r#","auth":"{t}""#)).unwrap_or_default();
+    format!(r#"{{"kind":"promise.get","head":{{"corrId":"probe","version":"2026-04-01"{auth}}},"data":{{"id":"bench-probe"}}}}"#)
+}
+
+/// Asks a starting server whether it serves the protocol yet.
+enum Probe {
+    /// A new connection per try: the server's listener may not exist yet.
+    Http(SocketAddr),
+    /// One connection to the NATS server for every try (made again only if it breaks): until
+    /// the server subscribes, a request gets the NATS server's no-responders answer at once.
+    Nats { nats: Option<Box<Nats>>, at: NatsEndpoint },
+}
+
+impl Probe {
+    /// True once the probe is answered 200 or 404: the protocol is being served.
+    fn answers(&mut self, body: &str) -> bool {
+        match self {
+            Probe::Http(addr) => answers_http(*addr, body),
+            Probe::Nats { nats, at } => {
+                if nats.is_none() {
+                    *nats = Nats::connect(at.nats).ok().map(Box::new);
+                }
+                let Some(conn) = nats.as_mut() else { return false };
+                let subject = format!("{}.bench", at.prefix);
+                let answer = conn.new_inbox().and_then(|inbox| {
+                    conn.publish(&subject, Some(&inbox), &[(REPLY_TO, &inbox)], body.as_bytes())?;
+                    conn.reply(&inbox, Instant::now() + Duration::from_secs(2))
+                });
+                match answer {
+                    Ok(msg) => {
+                        // JSON, which YAML reads too.
+                        let status = serde_yaml::from_slice::<serde_yaml::Value>(&msg.payload)
+                            .ok()
+                            .and_then(|v| v["head"]["status"].as_u64());
+                        matches!(status, Some(200 | 404))
+                    }
+                    // No responders: the server has not subscribed yet; the connection is fine.
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => false,
+                    Err(_) => {
+                        *nats = None;
+                        false
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// True once `POST /` with `body` is answered 200 or 404.
+fn answers_http(addr: SocketAddr, body: &str) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    let auth = token.map(|t| format!(r#","auth":"{t}""#)).unwrap_or_default();
-    let body = format!(
-        r#"{{"kind":"promise.get","head":{{"corrId":"probe","version":"2026-04-01"{auth}}},"data":{{"id":"bench-probe"}}}}"#
-    );
     let request = format!(
         "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
@@ -388,10 +471,10 @@ fn rss_kb(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// One resonate-load run against the server at `addr`.
-fn load(bins: &Path, addr: SocketAddr, mix: &str, clients: usize, plan: &Plan, jwt: Option<&JwtAuth>) -> Result<Load> {
+/// One resonate-load run against the server at `endpoint` (`http://…` or `nats://…/<prefix>`).
+fn load(bins: &Path, endpoint: &Endpoint, mix: &str, clients: usize, plan: &Plan, jwt: Option<&JwtAuth>) -> Result<Load> {
     let out = Command::new(bins.join(format!("resonate-load{}", std::env::consts::EXE_SUFFIX)))
-        .args(["--url", &format!("http://{addr}"), "--mix", mix, "--clients", &clients.to_string()])
+        .args(["--url", &endpoint.to_string(), "--mix", mix, "--clients", &clients.to_string()])
         .args(jwt.map(|j| ["--token", j.token.as_str()]).into_iter().flatten())
         .args(["--seconds", &plan.seconds.to_string(), "--warmup", &plan.warmup.to_string()])
         .stdin(Stdio::null())
@@ -529,9 +612,27 @@ fn markdown(repo: &Repo, m: &Manifest, r: &Measured, plan: &Plan, opts: &Options
         }
     };
     let _ = writeln!(w, "- Server: release build, {store}; 127.0.0.1 only.");
+    let (connection, target) = match m.transport {
+        Transport::Http => ("one keep-alive HTTP connection (`POST /`)".to_owned(), "poll://any@bench"),
+        Transport::Nats => {
+            let version = r.nats_version.as_deref().map_or(String::new(), |v| format!(" {v}"));
+            let _ = writeln!(
+                w,
+                "- Transport: NATS. Every request goes through the nats-server{version} at 127.0.0.1:4222 \
+                 (sharing the machine; its memory not counted in RSS), on an api prefix and queue group of \
+                 the server's own; start-up is measured to the first request answered through it."
+            );
+            (
+                "one NATS connection, each request published with a `Resonate-Reply-To` inbox and its \
+                 reply awaited there"
+                    .to_owned(),
+                "nats://resonate.recv.bench",
+            )
+        }
+    };
     let _ = writeln!(
         w,
-        "- Load: `resonate-load` (tests/), closed loop: each client is a thread with one keep-alive connection; \
+        "- Load: `resonate-load` (tests/), closed loop: each client is a thread with {connection}; \
          {} s per run after {} s of warm-up, one server for all runs; the load generator shares the CPUs \
          with the server.\n",
         plan.seconds, plan.warmup
@@ -570,8 +671,10 @@ fn markdown(repo: &Repo, m: &Manifest, r: &Measured, plan: &Plan, opts: &Options
     let _ = writeln!(w, "## Throughput and latency\n");
     let _ = writeln!(
         w,
-        "- workflow: promise.create with `resonate:target: poll://any@bench`, task.acquire (version 0), \
-         task.fence creating two child promises, task.fence settling them, task.fulfill: 7 requests per iteration."
+        "- workflow: promise.create with `resonate:target: {target}` (no worker listens: the execute \
+         message is queued{}), task.acquire (version 0), task.fence creating two child promises, \
+         task.fence settling them, task.fulfill: 7 requests per iteration.",
+        if m.transport == Transport::Nats { " and published to a subject nobody subscribes to" } else { "" }
     );
     let _ = writeln!(w, "- promise: promise.create, promise.get, promise.settle: 3 requests per iteration.\n");
     let _ = writeln!(w, "| mix | clients | requests/s | iterations/s | p50 µs | p99 µs | p99.9 µs |");

@@ -80,8 +80,14 @@ enum Command {
     ///               min/median/max over cold starts, each on a fresh store
     ///   memory      VmRSS of the idle server after start and after the load runs
     ///   load        closed-loop requests/s and p50/p99/p99.9 latency with 1, 4, 16 and 64
-    ///               keep-alive clients for two mixes: workflow (targeted promise.create,
-    ///               task.acquire, 4 task.fence, task.fulfill) and promise (create, get, settle)
+    ///               clients, each with one connection, for two mixes: workflow (targeted
+    ///               promise.create, task.acquire, 4 task.fence, task.fulfill) and promise
+    ///               (create, get, settle)
+    ///
+    /// A NATS target (sqlite-nats, postgres-nats) is started with its own api prefix and queue
+    /// group on the NATS server at 127.0.0.1:4222 (bash tests/nats-up); start-up runs to the first
+    /// request answered through NATS, and each load client is one NATS connection publishing its
+    /// requests with a Resonate-Reply-To inbox.
     ///
     /// A full run takes about two minutes per target after the build and writes bench/<target>.md
     /// (the tables, the machine, the date, the command) and bench/<target>.svg (a chart).

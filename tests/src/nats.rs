@@ -89,6 +89,11 @@ impl Nats {
         Ok(nats)
     }
 
+    /// The server's `INFO` (its `version`, `max_payload`, ...).
+    pub fn info(&self) -> &Value {
+        &self.info
+    }
+
     /// The largest payload (headers included) the server accepts (`max_payload` of its `INFO`).
     pub fn max_payload(&self) -> usize {
         self.info["max_payload"].as_u64().unwrap_or(1 << 20) as usize
