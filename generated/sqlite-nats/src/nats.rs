@@ -196,8 +196,9 @@ struct Connection {
     max_payload: usize,
 }
 
-/// Connects, reads INFO, sends CONNECT and the subscription, and waits for the PONG that
-/// confirms both (an authorisation failure arrives as -ERR instead).
+/// Connects, reads INFO, sends CONNECT and waits for the PONG that confirms it (an
+/// authorisation failure arrives as -ERR instead), then subscribes. Subscribing last means every
+/// request the subscription brings is read by the session, none by the handshake.
 async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, String> {
     tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -223,19 +224,12 @@ async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, St
                     .as_u64()
                     .map_or(1024 * 1024, |m| m as usize);
                 let mut hello = endpoint.connect_frame();
-                hello.extend_from_slice(subscribe);
                 hello.extend_from_slice(b"PING\r\n");
                 writer.write_all(&hello).await.map_err(|e| e.to_string())?;
                 loop {
                     let line = read_line(&mut reader).await?;
                     match line.split_ascii_whitespace().next().unwrap_or_default() {
-                        "PONG" => {
-                            return Ok(Connection {
-                                reader,
-                                writer,
-                                max_payload,
-                            });
-                        }
+                        "PONG" => break,
                         "-ERR" => {
                             return Err(
                                 format!("the NATS server refused: {}", & line[4..].trim()),
@@ -244,6 +238,12 @@ async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, St
                         _ => {}
                     }
                 }
+                writer.write_all(subscribe).await.map_err(|e| e.to_string())?;
+                Ok(Connection {
+                    reader,
+                    writer,
+                    max_payload,
+                })
             },
         )
         .await

@@ -153,8 +153,9 @@ struct Connection {
     max_payload: usize,
 }
 
-/// Connects, reads INFO, sends CONNECT and the subscription, and waits for the PONG that
-/// confirms both (an authorisation failure arrives as -ERR instead).
+/// Connects, reads INFO, sends CONNECT and waits for the PONG that confirms it (an
+/// authorisation failure arrives as -ERR instead), then subscribes. Subscribing last means every
+/// request the subscription brings is read by the session, none by the handshake.
 async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, String> {
     tokio::time::timeout(CONNECT_TIMEOUT, async {
         let stream = TcpStream::connect(&endpoint.address).await.map_err(|e| e.to_string())?;
@@ -169,17 +170,18 @@ async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, St
         // The NATS server's own default when it does not say.
         let max_payload = info["max_payload"].as_u64().map_or(1024 * 1024, |m| m as usize);
         let mut hello = endpoint.connect_frame();
-        hello.extend_from_slice(subscribe);
         hello.extend_from_slice(b"PING\r\n");
         writer.write_all(&hello).await.map_err(|e| e.to_string())?;
         loop {
             let line = read_line(&mut reader).await?;
             match line.split_ascii_whitespace().next().unwrap_or_default() {
-                "PONG" => return Ok(Connection { reader, writer, max_payload }),
+                "PONG" => break,
                 "-ERR" => return Err(format!("the NATS server refused: {}", &line[4..].trim())),
                 _ => {}
             }
         }
+        writer.write_all(subscribe).await.map_err(|e| e.to_string())?;
+        Ok(Connection { reader, writer, max_payload })
     })
     .await
     .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?

@@ -1,6 +1,9 @@
-//! `postgres-nats` as replicas: two server processes on one database, reached over NATS. In one
-//! queue group they share the requests and answer each exactly once; on one database, work
-//! created through one replica reaches a worker and is taken up through the other.
+//! What only the NATS targets do. `postgres-nats` as replicas: two server processes on one
+//! database, reached over NATS. In one queue group they share the requests and answer each
+//! exactly once; on one database, work created through one replica reaches a worker and is taken
+//! up through the other. And a server that cannot reach NATS says so and exits. (The protocol
+//! suites run over NATS through `RESONATE_TARGET`: conformance, fuzz, concurrency, crash, bad
+//! input.)
 //!
 //! Needs the local NATS server (tests/nats-up) and a PostgreSQL the tests can create databases
 //! on (`server::postgres_admin_url`).
@@ -11,6 +14,7 @@ use resonate_tests::server::{build, Server};
 use resonate_tests::transport::{Conn, Endpoint, REPLY_TO};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "postgres-nats";
@@ -35,6 +39,14 @@ fn answered(server: &Server) -> usize {
 fn replicas_in_one_queue_group_answer_every_request_once_and_share_them() {
     let a = Server::start(&build(TARGET), &["--level", "debug"]);
     let b = a.replica(&["--level", "debug"]);
+    // The group hides which replica answered the start-up probe: probe until b answers one,
+    // so both are subscribed before the requests go out.
+    let mut probe = a.conn();
+    let began = Instant::now();
+    while !b.log().contains("debug answered ") {
+        assert!(began.elapsed() < WAIT, "replica b never answered a request");
+        call(&mut probe, "promise.get", json!({ "id": "probe" }), None);
+    }
     let Endpoint::Nats(at) = a.endpoint() else { panic!("{TARGET} speaks NATS") };
     let mut nats = Nats::connect(at.nats).unwrap();
     // Subscribed already: the connection's inboxes are.
@@ -92,4 +104,28 @@ fn work_created_through_one_replica_reaches_a_worker_and_is_done_through_the_oth
     ok(&mut through_b, "task.fulfill", json!({ "id": "job", "version": 1, "action": settle }));
     let seen = ok(&mut through_a, "promise.get", json!({ "id": "job" }));
     assert_eq!(seen["promise"]["state"], "resolved", "replica a reads what replica b wrote: {seen}");
+}
+
+#[test]
+fn a_server_that_cannot_reach_nats_or_is_misconfigured_says_what_to_change_and_exits() {
+    let bin = build("sqlite-nats");
+    let dir = std::env::temp_dir().join(format!("resonate-nats-start-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: [(&[&str], &[&str]); 4] = [
+        // Nothing listens on port 1; the password never reaches the message.
+        (&["--nats-url", "nats://user:secret@127.0.0.1:1"], &["cannot connect to NATS at nats://***@127.0.0.1:1", "--nats-url"]),
+        (&["--nats-url", "http://127.0.0.1:4222"], &["nats-url must look like nats://host:port", "http://127.0.0.1:4222"]),
+        (&["--nats-api-prefix", "a b"], &["nats-api-prefix must be a NATS subject", "'a b'"]),
+        (&["--nats-queue-group", ""], &["nats-queue-group must be a non-empty name"]),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(&bin).args(args).current_dir(&dir).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        for text in expected {
+            assert!(stderr.contains(text), "{args:?}: no {text:?} in {stderr}");
+        }
+        assert!(!stderr.contains("secret"), "{args:?} printed the password: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
