@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use resonate_gen::manifest::{Auth, Manifest, Store, Transport};
 use resonate_gen::conform::Running;
 use resonate_gen::Repo;
-use resonate_tests::jwt::{self, b64url};
+use resonate_tests::jwt::AdminKey;
 use resonate_tests::nats::{self, Nats};
 use resonate_tests::transport::{Endpoint, NatsEndpoint, REPLY_TO};
 use serde::Deserialize;
@@ -143,7 +143,7 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
 
     let scratch = Scratch::new(&m.name)?;
     let jwt = match m.auth {
-        Auth::Jwt => Some(JwtAuth::new(&scratch.dir("auth")?)?),
+        Auth::Jwt => Some(AdminKey::new(&scratch.dir("auth")?).map_err(anyhow::Error::msg)?),
         Auth::None => None,
     };
     let jwt = jwt.as_ref();
@@ -317,7 +317,7 @@ struct Server {
 /// NATS target on subjects and a queue group of its own on the local NATS server (the flags
 /// `resonate-gen conform` gives it), and waits for its first answer to a `promise.get`; also
 /// returns the time from process start to that answer.
-fn start(bin: &Path, m: &Manifest, dir: &Path, jwt: Option<&JwtAuth>) -> Result<(Server, Duration)> {
+fn start(bin: &Path, m: &Manifest, dir: &Path, jwt: Option<&AdminKey>) -> Result<(Server, Duration)> {
     let (store, database) = resonate_gen::conform::fresh_store(m, dir)?;
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut cmd = Command::new(bin);
@@ -435,28 +435,6 @@ fn answers_http(addr: SocketAddr, body: &str) -> bool {
         && (answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 404"))
 }
 
-/// For a target with `auth: jwt`: an Ed25519 key pair made with the `openssl` command and an admin
-/// token signed with it, valid for a day; every start gets the public key and every request the token.
-struct JwtAuth {
-    public_key: PathBuf,
-    token: String,
-}
-
-impl JwtAuth {
-    fn new(dir: &Path) -> Result<JwtAuth> {
-        let (private, public_key) = (dir.join("ed25519.pem"), dir.join("ed25519.pub.pem"));
-        let path = |p: &Path| p.to_str().map(str::to_owned).context("a key path is not UTF-8");
-        let openssl = |args: &[&str]| jwt::openssl(args, b"").map_err(anyhow::Error::msg);
-        openssl(&["genpkey", "-algorithm", "ED25519", "-out", &path(&private)?])?;
-        openssl(&["pkey", "-in", &path(&private)?, "-pubout", "-out", &path(&public_key)?])?;
-        let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 86_400;
-        let claims = format!(r#"{{"exp":{exp},"role":"admin"}}"#);
-        let signed = format!("{}.{}", b64url(br#"{"alg":"EdDSA","typ":"JWT"}"#), b64url(claims.as_bytes()));
-        let signature = jwt::eddsa_signature(&private, &signed).map_err(anyhow::Error::msg)?;
-        Ok(JwtAuth { public_key, token: format!("{signed}.{}", b64url(&signature)) })
-    }
-}
-
 /// The end of a server log, for an error message.
 fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -472,7 +450,7 @@ fn rss_kb(pid: u32) -> Option<u64> {
 }
 
 /// One resonate-load run against the server at `endpoint` (`http://…` or `nats://…/<prefix>`).
-fn load(bins: &Path, endpoint: &Endpoint, mix: &str, clients: usize, plan: &Plan, jwt: Option<&JwtAuth>) -> Result<Load> {
+fn load(bins: &Path, endpoint: &Endpoint, mix: &str, clients: usize, plan: &Plan, jwt: Option<&AdminKey>) -> Result<Load> {
     let out = Command::new(bins.join(format!("resonate-load{}", std::env::consts::EXE_SUFFIX)))
         .args(["--url", &endpoint.to_string(), "--mix", mix, "--clients", &clients.to_string()])
         .args(jwt.map(|j| ["--token", j.token.as_str()]).into_iter().flatten())
