@@ -19,7 +19,7 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -321,18 +321,7 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, jwt: Option<&AdminKey>) -> Result
     let (store, database) = resonate_gen::conform::fresh_store(m, dir)?;
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut cmd = Command::new(bin);
-    let endpoint = match m.transport {
-        Transport::Http => {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]);
-            Endpoint::Http(([127, 0, 0, 1], port).into())
-        }
-        Transport::Nats => {
-            let at = NatsEndpoint::fresh();
-            cmd.args(at.flags());
-            Endpoint::Nats(at)
-        }
-    };
+    let endpoint = resonate_gen::conform::fresh_endpoint(m, &mut cmd)?;
     cmd.args(store);
     if let Some(jwt) = jwt {
         cmd.arg("--auth-publickey").arg(&jwt.public_key);

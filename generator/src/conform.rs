@@ -64,17 +64,12 @@ fn cargo(repo: &Repo, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Starts one instance in `dir` with a fresh store and waits until it is ready.
-fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool, key: Option<&AdminKey>) -> Result<(Running, Endpoint)> {
-    let (store, database) = fresh_store(m, dir)?;
-    let mut cmd = Command::new(bin);
-    let endpoint = match m.transport {
+/// Gives the server in `cmd` a place of its own and says where it is: a free loopback port, or
+/// (a NATS target) subjects and a queue group of its own on the local NATS server.
+pub fn fresh_endpoint(m: &Manifest, cmd: &mut Command) -> Result<Endpoint> {
+    Ok(match m.transport {
         Transport::Http => {
-            let port = free_port()?;
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             cmd.args(["--server-bind", "127.0.0.1", "--server-port", &port.to_string()]);
             Endpoint::Http(([127, 0, 0, 1], port).into())
         }
@@ -83,7 +78,14 @@ fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool, key: Option<&AdminKe
             cmd.args(at.flags());
             Endpoint::Nats(at)
         }
-    };
+    })
+}
+
+/// Starts one instance in `dir` with a fresh store and waits until it is ready.
+fn start(bin: &Path, m: &Manifest, dir: &Path, debug: bool, key: Option<&AdminKey>) -> Result<(Running, Endpoint)> {
+    let (store, database) = fresh_store(m, dir)?;
+    let mut cmd = Command::new(bin);
+    let endpoint = fresh_endpoint(m, &mut cmd)?;
     cmd.args(store);
     if debug {
         cmd.arg("--debug");
