@@ -14,6 +14,7 @@ mod bench;
 ///
 ///   resonate-gen --store sqlite --transport http     # renders generated/sqlite-http
 ///   resonate-gen --store sqlite --transport http --auth jwt   # renders generated/sqlite-http-jwt
+///   resonate-gen --store sqlite --transport http --variant ops # renders generated/sqlite-http-ops
 ///   cargo run --release --manifest-path generated/sqlite-http/Cargo.toml -- --help
 ///   resonate-gen ctl                                 # renders generated/resonate-ctl (command line + MCP server)
 ///   resonate-gen --all                               # renders every target and resonate-ctl
@@ -33,6 +34,10 @@ struct Cli {
     /// <store>-<transport>-jwt, whose server verifies a JWT on every request.
     #[arg(long, value_enum, default_value = "none", requires = "store", conflicts_with = "target")]
     auth: Auth,
+    /// Variant of the target to render (with --store and --transport): `ops` renders
+    /// <store>-<transport>[-jwt]-ops, the manifest with metrics, the dashboard and HTTPS push.
+    #[arg(long, value_name = "WORD", requires = "store", conflicts_with = "target")]
+    variant: Option<String>,
     /// Render this manifest file instead of one from targets/.
     #[arg(long, value_name = "FILE")]
     target: Option<PathBuf>,
@@ -189,13 +194,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::List) => {
             for m in Manifest::load_all(&repo.targets_dir())? {
                 println!(
-                    "{:<18} store={:<8} transport={:<5} push={:<5} auth={:<4} retention={:<3} {}",
+                    "{:<22} store={:<8} transport={:<5} push={:<5} auth={:<4} retention={:<3} metrics={:<10} dashboard={:<3} {}",
                     m.name,
                     m.store.name(),
                     m.transport.name(),
                     format!("{:?}", m.push).to_lowercase(),
                     format!("{:?}", m.auth).to_lowercase(),
                     if m.retention { "yes" } else { "no" },
+                    format!("{:?}", m.metrics).to_lowercase(),
+                    if m.dashboard { "yes" } else { "no" },
                     m.description
                 );
             }
@@ -217,7 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let manifest = match (cli.target, cli.store, cli.transport) {
                 (Some(path), _, _) => Manifest::load(&path)?,
                 (None, Some(store), Some(transport)) => {
-                    Manifest::find(&repo.targets_dir(), store, transport, cli.auth)?
+                    Manifest::find(&repo.targets_dir(), store, transport, cli.auth, cli.variant.as_deref())?
                 }
                 _ => bail!(
                     "nothing to render: pass --store and --transport (e.g. --store sqlite --transport http), \
@@ -270,7 +277,7 @@ fn check_all(repo: &Repo) -> Result<ExitCode> {
     if stale > 0 {
         println!(
             "{stale} file(s) differ from a fresh render. Regenerate with `resonate-gen --all` (or one target: \
-             `resonate-gen --store <store> --transport <transport> [--auth jwt]`, or `resonate-gen ctl`) \
+             `resonate-gen --store <store> --transport <transport> [--auth jwt] [--variant ops]`, or `resonate-gen ctl`) \
              (never edit generated/ by hand), review the diff, commit."
         );
         return Ok(ExitCode::FAILURE);

@@ -27,6 +27,16 @@ pub struct Manifest {
     /// the `retention` option).
     #[serde(default)]
     pub retention: bool,
+    /// `prometheus` serves `/metrics` on its own port (`--observability-metrics-port`).
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// Whether the server serves a read-only web dashboard at `/ui`.
+    #[serde(default)]
+    pub dashboard: bool,
+    /// A word that names a variant with optional features (`ops`): the target is then named
+    /// `<store>-<transport>[-jwt]-<variant>`.
+    #[serde(default)]
+    pub variant: Option<String>,
     /// Limits `resonate-gen bench` holds the release build to; absent means no limits.
     #[serde(default)]
     pub budget: Option<Budget>,
@@ -58,13 +68,24 @@ pub enum Transport {
 }
 
 /// Outbound HTTP push: `none` refuses nothing at the door but cannot deliver to http(s)://
-/// addresses; `http` carries a plain HTTP client; `https` would add a TLS stack.
+/// addresses; `http` carries a plain HTTP client (http:// only); `https` adds rustls, so
+/// https:// addresses are delivered too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Push {
     None,
     #[default]
     Http,
+    Https,
+}
+
+/// Metrics: `none` carries no metrics code; `prometheus` serves the Prometheus text format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metrics {
+    #[default]
+    None,
+    Prometheus,
 }
 
 /// Inbound authentication. `none` carries no token checks and no JWT crates at all; `jwt`
@@ -97,25 +118,32 @@ impl Transport {
 }
 
 /// The optional features spec/ may tie an option or a rule to.
-pub const FEATURES: &[&str] = &["jwt", "push", "retention"];
+pub const FEATURES: &[&str] = &["jwt", "push", "https", "retention", "metrics", "dashboard"];
 
 impl Manifest {
     /// Whether the manifest turns on an optional feature named in spec/ (one of `FEATURES`).
     pub fn has_feature(&self, feature: &str) -> bool {
         match feature {
-            "push" => self.push == Push::Http,
+            "push" => self.push != Push::None,
+            "https" => self.push == Push::Https,
             "retention" => self.retention,
             "jwt" => self.auth == Auth::Jwt,
+            "metrics" => self.metrics == Metrics::Prometheus,
+            "dashboard" => self.dashboard,
             _ => false,
         }
     }
 
-    /// The target name a store, transport and feature set must have:
-    /// `<store>-<transport>[-<feature>…]`, e.g. `sqlite-http` or `sqlite-http-jwt`.
-    pub fn name_for(store: Store, transport: Transport, auth: Auth) -> String {
+    /// The target name a store, transport, auth and variant must have:
+    /// `<store>-<transport>[-jwt][-<variant>]`, e.g. `sqlite-http`, `sqlite-http-jwt` or `sqlite-http-ops`.
+    pub fn name_for(store: Store, transport: Transport, auth: Auth, variant: Option<&str>) -> String {
         let mut name = format!("{}-{}", store.name(), transport.name());
         if auth == Auth::Jwt {
             name.push_str("-jwt");
+        }
+        if let Some(variant) = variant {
+            name.push('-');
+            name.push_str(variant);
         }
         name
     }
@@ -125,17 +153,27 @@ impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest> {
         let mut m: Manifest = read_yaml(path)?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        let expected = Manifest::name_for(m.store, m.transport, m.auth);
+        if let Some(variant) = &m.variant {
+            if variant.is_empty() || !variant.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+                bail!(
+                    "{}: variant {variant:?} must be one word of lowercase letters and digits (e.g. ops): \
+                     it becomes the end of the target's name",
+                    path.display()
+                );
+            }
+        }
+        let expected = Manifest::name_for(m.store, m.transport, m.auth, m.variant.as_deref());
         if stem != expected {
             let auth = match m.auth {
                 Auth::None => "no auth".to_string(),
                 Auth::Jwt => "auth: jwt".to_string(),
             };
+            let variant = m.variant.as_ref().map(|v| format!(", variant: {v}")).unwrap_or_default();
             bail!(
-                "{}: this manifest (store: {}, transport: {}, {auth}) must be named {expected}.yaml. A \
-                 manifest's file name is its target's name, <store>-<transport>[-jwt]: it names the crate \
-                 (resonate-{expected}) and its folder generated/{expected}/, and --store/--transport find it \
-                 by that name. Rename the file, or change store, transport or auth to match its name",
+                "{}: this manifest (store: {}, transport: {}, {auth}{variant}) must be named {expected}.yaml. A \
+                 manifest's file name is its target's name, <store>-<transport>[-jwt][-<variant>]: it names the \
+                 crate (resonate-{expected}) and its folder generated/{expected}/, and --store/--transport find it \
+                 by that name. Rename the file, or change store, transport, auth or variant to match its name",
                 path.display(),
                 m.store.name(),
                 m.transport.name(),
@@ -159,9 +197,9 @@ impl Manifest {
         paths.iter().map(|p| Manifest::load(p)).collect()
     }
 
-    /// The manifest in `targets/` for a store, transport and auth.
-    pub fn find(dir: &Path, store: Store, transport: Transport, auth: Auth) -> Result<Manifest> {
-        let name = Manifest::name_for(store, transport, auth);
+    /// The manifest in `targets/` for a store, transport, auth and variant.
+    pub fn find(dir: &Path, store: Store, transport: Transport, auth: Auth, variant: Option<&str>) -> Result<Manifest> {
+        let name = Manifest::name_for(store, transport, auth, variant);
         let path = dir.join(format!("{name}.yaml"));
         if !path.exists() {
             let known: Vec<String> = Manifest::load_all(dir)?.into_iter().map(|m| m.name).collect();

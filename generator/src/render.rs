@@ -5,7 +5,7 @@
 //! prefixed with a stable `@generated` header (no version, no timestamp).
 
 use crate::auth::AuthView;
-use crate::manifest::{Auth, Manifest, Push, Store, Transport};
+use crate::manifest::{Auth, Manifest, Metrics, Push, Store, Transport};
 use crate::spec::{Check, ConfigFormat, ConfigType, FieldType, RecordType, Spec};
 use anyhow::{anyhow, bail, Result};
 use askama::Template;
@@ -35,6 +35,12 @@ pub struct Ctx<'a> {
     pub auth: Option<AuthView>,
     /// Rule R8 and the `retention` option (manifest `retention: true`).
     pub retention: bool,
+    /// Pushes to https:// addresses over rustls (manifest `push: https`).
+    pub https: bool,
+    /// `/metrics` in the Prometheus text format (manifest `metrics: prometheus`).
+    pub metrics: bool,
+    /// The read-only web dashboard at `/ui` (manifest `dashboard: true`).
+    pub dashboard: bool,
 }
 
 pub struct RefusalView {
@@ -349,9 +355,12 @@ impl<'a> Ctx<'a> {
             records,
             requests,
             options,
-            push: target.push == Push::Http,
+            push: target.push != Push::None,
             auth: None,
             retention: target.retention,
+            https: target.push == Push::Https,
+            metrics: target.metrics == Metrics::Prometheus,
+            dashboard: target.dashboard,
         }
     }
 

@@ -177,7 +177,10 @@ fn the_check_command_fails_with_a_unified_diff() {
     let bin = env!("CARGO_BIN_EXE_resonate-gen");
     for m in Manifest::load_all(&dir.join("targets")).unwrap() {
         let auth = format!("{:?}", m.auth).to_lowercase();
-        let args = ["--store", m.store.name(), "--transport", m.transport.name(), "--auth", &auth];
+        let mut args = vec!["--store", m.store.name(), "--transport", m.transport.name(), "--auth", &auth];
+        if let Some(variant) = &m.variant {
+            args.extend(["--variant", variant]);
+        }
         let render = Command::new(bin).current_dir(&dir).args(args).output().unwrap();
         assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
     }
@@ -266,7 +269,7 @@ fn a_manifest_error_says_where_once_in_yaml_words() {
     assert_eq!(
         error("store: sqlite\ntransport: http\ndescription: x\ncolour: blue\n"),
         format!("{p}: at the top level: unknown key `colour`, expected one of `store`, `transport`, `push`, \
-                 `auth`, `description`, `retention`, `budget` (line 4, column 1)")
+                 `auth`, `description`, `retention`, `metrics`, `dashboard`, `variant`, `budget` (line 4, column 1)")
     );
     assert_eq!(
         error("store: sqlite\ntransport: http\ndescription: x\nbudget: { crates: many }\n"),
