@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod conform;
 pub mod ctl;
+mod macros;
 pub mod manifest;
 pub mod render;
 pub mod spec;

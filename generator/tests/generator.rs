@@ -351,3 +351,27 @@ fn generated_items_are_separated_by_a_blank_line() {
         assert!(dependencies.lines().all(|l| !l.trim().is_empty()), "{}: a blank line inside [dependencies]", m.name);
     }
 }
+
+#[test]
+fn macro_bodies_print_as_code() {
+    let text = r#"
+        fn f(r: &Row) -> Value {
+            log!(Info, "listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+            let short = json!({ "id": r.get::<_, String>(0)?, "tags": [1, 2] });
+            let lone = json!(r.get::<_, String>(0)?.trim().parse::<i64>().map_err(|_| format!("{} is not a whole number of milliseconds", r.name()))?);
+            json!({ "kind": "execute", "head": { "serverUrl": self.settings.server_url }, "data": { "task": { "id": t.id, "version": t.version } } })
+        }
+    "#;
+    let file = render::format_file("demo", "src/demo.rs", "demo.rs", text).unwrap().contents;
+    for soup in ["| e |", "::< ", " ?", "\"id\" :"] {
+        assert!(!file.contains(soup), "{soup:?} in\n{file}");
+    }
+    assert!(file.contains("    log!(Info, \"listening on {}\", listener.local_addr().map_err(|e| e.to_string())?);"), "{file}");
+    assert!(file.contains("\"id\": r.get::<_, String>(0)?,") && file.contains("\"serverUrl\": self.settings.server_url"), "{file}");
+    // A lone expression broken over lines has no trailing comma, which json! would refuse.
+    assert!(file.contains("json!(\n") && !file.contains("?,\n    );"), "{file}");
+    // The output is Rust again, with the macros where they were.
+    let reparsed = syn::parse_file(&file).unwrap();
+    assert_eq!(file.matches("json!(").count(), 3, "{file}");
+    assert!(!reparsed.items.is_empty());
+}

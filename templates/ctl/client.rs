@@ -107,7 +107,8 @@ impl Client {
         if let Some(token) = &self.token {
             head["auth"] = json!(token);
         }
-        let envelope = json!({ "kind": kind, "head": head, "data": data }).to_string();
+        let envelope = json!({ "kind": kind, "head": head, "data": data });
+        let envelope = envelope.to_string();
         let deadline = Instant::now() + self.timeout;
         let body = match &mut self.transport {
             Transport::Http { host, port, path } => http_post(host, *port, path, envelope.as_bytes(), deadline)?,

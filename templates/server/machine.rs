@@ -660,9 +660,8 @@ impl<'a, R: Records> Machine<'a, R> {
                 "data": inner_data,
             },
             "preload": [],
-        })
-        .to_string();
-        done(Reply { status: 200, data })
+        });
+        done(Reply { status: 200, data: data.to_string() })
     }
 
     fn task_heartbeat(&self, r: TaskHeartbeat) -> Outcome<Reply, R::Error> {

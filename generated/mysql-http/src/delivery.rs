@@ -322,7 +322,9 @@ async fn push_one(
                 Err(_) => format!("no answer within {timeout} ms"),
             };
             crate::log!(
-                Warn, "push to {address} failed (attempt {}): {why}", attempts + 1
+                Warn,
+                "push to {address} failed (attempt {}): {why}",
+                attempts + 1,
             );
             Deliveries {
                 failed: vec![(key, message, now() + backoff(attempts))],
@@ -342,7 +344,8 @@ async fn record(store: &Store, deliveries: Deliveries) {
         Ok(0) => {}
         Ok(dropped) => {
             crate::log!(
-                Warn, "dropped {dropped} failed messages over messages-retry-cap"
+                Warn,
+                "dropped {dropped} failed messages over messages-retry-cap",
             )
         }
         Err(e) => crate::log!(Error, "cannot update the outbox: {e}"),

@@ -430,8 +430,9 @@ impl Store {
                                 return Err(e);
                             }
                             crate::log!(
-                                Debug, "transaction rolled back ({e}); attempt {}", attempt
-                                + 1
+                                Debug,
+                                "transaction rolled back ({e}); attempt {}",
+                                attempt + 1,
                             );
                             std::thread::sleep(
                                 Duration::from_millis(u64::from(attempt)),
@@ -1027,7 +1028,7 @@ impl Records for Tx<'_> {
         let ids: Vec<String> = self.rows("SELECT id FROM promises ORDER BY id", ())?;
         let mut promises = Vec::new();
         for id in &ids {
-            promises.push(json!(self.promise(id) ?));
+            promises.push(json!(self.promise(id)?));
         }
         let ids: Vec<String> = self.rows("SELECT id FROM tasks ORDER BY id", ())?;
         let mut tasks = Vec::new();
@@ -1036,7 +1037,14 @@ impl Records for Tx<'_> {
             let Some(t) = self.task(id)? else { continue };
             if let Some(at) = t.due_at() {
                 let kind = if t.state == TaskState::Acquired { 1 } else { 0 };
-                task_timeouts.push(json!({ "id" : id, "type" : kind, "timeout" : at }));
+                task_timeouts
+                    .push(
+                        json!({
+                            "id": id,
+                            "type": kind,
+                            "timeout": at,
+                        }),
+                    );
             }
             tasks.push(json!(t.wire()));
         }
@@ -1054,17 +1062,37 @@ impl Records for Tx<'_> {
         let schedules: Vec<String> = self
             .rows("SELECT record FROM schedules ORDER BY id", ())?;
         let parse = |text: &str| serde_json::from_str::<J>(text).unwrap_or(J::Null);
-        let snap = json!(
-            { "promises" : promises, "promiseTimeouts" : timeouts.iter().map(| (id, at) |
-            json!({ "id" : id, "timeout" : at })).collect::< Vec < _ >> (), "callbacks" :
-            callbacks.iter().map(| (awaiter, awaited) | json!({ "awaiter" : awaiter,
-            "awaited" : awaited })).collect::< Vec < _ >> (), "listeners" : listeners
-            .iter().map(| (id, address) | json!({ "id" : id, "address" : address }))
-            .collect::< Vec < _ >> (), "tasks" : tasks, "taskTimeouts" : task_timeouts,
-            "messages" : messages.iter().map(| (address, m) | json!({ "address" :
-            address, "message" : parse(m) })).collect::< Vec < _ >> (), "schedules" :
-            schedules.iter().map(| r | parse(r)).collect::< Vec < _ >> (), }
-        );
+        let snap = json!({
+            "promises": promises,
+            "promiseTimeouts": timeouts
+                .iter()
+                .map(|(id, at)| json!({ "id": id, "timeout": at }))
+                .collect::<Vec<_>>(),
+            "callbacks": callbacks
+                .iter()
+                .map(|(awaiter, awaited)| json!({
+                    "awaiter": awaiter,
+                    "awaited": awaited,
+                }))
+                .collect::<Vec<_>>(),
+            "listeners": listeners
+                .iter()
+                .map(|(id, address)| json!({
+                    "id": id,
+                    "address": address,
+                }))
+                .collect::<Vec<_>>(),
+            "tasks": tasks,
+            "taskTimeouts": task_timeouts,
+            "messages": messages
+                .iter()
+                .map(|(address, m)| json!({
+                    "address": address,
+                    "message": parse(m),
+                }))
+                .collect::<Vec<_>>(),
+            "schedules": schedules.iter().map(|r| parse(r)).collect::<Vec<_>>(),
+        });
         Ok(snap.to_string())
     }
 }

@@ -55,8 +55,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
             )
         })?;
     crate::log!(
-        Info, "listening on http://{}", listener.local_addr().map_err(| e | e
-        .to_string()) ?
+        Info,
+        "listening on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?,
     );
     let hub = Arc::new(Hub::default());
     tokio::spawn(

@@ -170,7 +170,9 @@ async fn deliver(store: &Store, publisher: &Publisher, rows: Vec<Outgoing>) {
                     Unpublished::Closed => "not a nats:// subject".to_string(),
                 };
                 crate::log!(
-                    Warn, "cannot deliver to {address} (attempt {}): {why}", attempts + 1
+                    Warn,
+                    "cannot deliver to {address} (attempt {}): {why}",
+                    attempts + 1,
                 );
                 out.failed.push((key, message, now() + backoff(attempts)));
             }
@@ -183,7 +185,8 @@ async fn deliver(store: &Store, publisher: &Publisher, rows: Vec<Outgoing>) {
         Ok(0) => {}
         Ok(dropped) => {
             crate::log!(
-                Warn, "dropped {dropped} failed messages over messages-retry-cap"
+                Warn,
+                "dropped {dropped} failed messages over messages-retry-cap",
             )
         }
         Err(e) => crate::log!(Error, "cannot update the outbox: {e}"),

@@ -420,15 +420,20 @@ impl Store {
                     Fenced::Create(c) => (serde_json::to_value(c)?, c.check()),
                     Fenced::Settle(s) => (serde_json::to_value(s)?, s.check()),
                 };
-                let data = json!(
-                    { "id" : fence.id, "version" : fence.version, "action" : { "kind" :
-                    action.kind(), "data" : inner } }
-                );
-                let mut extra = json!({ "corrId" : corr_id });
+                let data = json!({
+                    "id": fence.id,
+                    "version": fence.version,
+                    "action": {
+                        "kind": action.kind(),
+                        "data": inner,
+                    },
+                });
+                let mut extra = json!({ "corrId": corr_id });
                 if let Err(refusal) = check {
-                    extra["inner"] = json!(
-                        { "status" : refusal.status(), "data" : refusal.message() }
-                    );
+                    extra["inner"] = json!({
+                        "status": refusal.status(),
+                        "data": refusal.message(),
+                    });
                 }
                 return self
                     .call("task.fence", data.to_string(), now, Some(extra.to_string()))
@@ -439,7 +444,7 @@ impl Store {
                     return Ok(Refusal::TooLong.into());
                 }
                 let next = Cron::parse(&create.cron).and_then(|c| c.next_after(now));
-                (request.data(), Some(json!({ "nextRunAt" : next }).to_string()))
+                (request.data(), Some(json!({ "nextRunAt": next }).to_string()))
             }
             ref other => (other.data(), None),
         };
@@ -477,7 +482,7 @@ impl Store {
                     let total = self.inner.retries.fetch_add(1, Ordering::Relaxed) + 1;
                     crate::log!(
                         Debug,
-                        "{kind} aborted ({e}); retry {attempt} ({total} since start)"
+                        "{kind} aborted ({e}); retry {attempt} ({total} since start)",
                     );
                     drop(conn);
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
@@ -598,14 +603,19 @@ impl Store {
         let done: Vec<_> = d
             .done
             .iter()
-            .map(|(k, m)| json!({ "key" : k, "message" : message(m) }))
+            .map(|(k, m)| json!({
+                "key": k,
+                "message": message(m),
+            }))
             .collect();
         let later = |rows: &[(String, String, i64)]| {
             let rows: Vec<_> = rows
                 .iter()
-                .map(|(k, m, until)| {
-                    json!({ "key" : k, "message" : message(m), "until" : until })
-                })
+                .map(|(k, m, until)| json!({
+                    "key": k,
+                    "message": message(m),
+                    "until": until,
+                }))
                 .collect();
             json!(rows).to_string()
         };
@@ -710,8 +720,9 @@ async fn listen(config: tokio_postgres::Config, enqueued: Arc<Notify>) {
                     }
                     Err(e) => {
                         crate::log!(
-                            Warn, "cannot LISTEN for queued messages: {}",
-                            StoreError::from(e)
+                            Warn,
+                            "cannot LISTEN for queued messages: {}",
+                            StoreError::from(e),
                         );
                         driver.abort();
                     }
@@ -719,7 +730,9 @@ async fn listen(config: tokio_postgres::Config, enqueued: Arc<Notify>) {
             }
             Err(e) => {
                 crate::log!(
-                    Warn, "cannot open the LISTEN connection: {}", StoreError::from(e)
+                    Warn,
+                    "cannot open the LISTEN connection: {}",
+                    StoreError::from(e),
                 )
             }
         }

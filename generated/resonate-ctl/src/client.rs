@@ -142,15 +142,19 @@ impl Client {
     /// Sends one request and returns its answer; a 4xx is `Failure::Refused` with the server's message.
     pub fn call(&mut self, kind: &str, data: Value) -> Result<Answer, Failure> {
         self.requests += 1;
-        let mut head = json!(
-            { "corrId" : format!("ctl-{}-{}", std::process::id(), self.requests),
-            "version" : PROTOCOL_VERSION }
-        );
+        let mut head = json!({
+            "corrId": format!("ctl-{}-{}", std::process::id(), self.requests),
+            "version": PROTOCOL_VERSION,
+        });
         if let Some(token) = &self.token {
             head["auth"] = json!(token);
         }
-        let envelope = json!({ "kind" : kind, "head" : head, "data" : data })
-            .to_string();
+        let envelope = json!({
+            "kind": kind,
+            "head": head,
+            "data": data,
+        });
+        let envelope = envelope.to_string();
         let deadline = Instant::now() + self.timeout;
         let body = match &mut self.transport {
             Transport::Http { host, port, path } => {
@@ -363,11 +367,16 @@ impl Nats {
             .get("max_payload")
             .and_then(Value::as_u64)
             .unwrap_or(1 << 20) as usize;
-        let mut options = json!(
-            { "verbose" : false, "pedantic" : false, "headers" : true, "no_responders" :
-            true, "name" : "resonate-ctl", "lang" : "rust", "version" :
-            env!("CARGO_PKG_VERSION"), "protocol" : 1, }
-        );
+        let mut options = json!({
+            "verbose": false,
+            "pedantic": false,
+            "headers": true,
+            "no_responders": true,
+            "name": "resonate-ctl",
+            "lang": "rust",
+            "version": env!("CARGO_PKG_VERSION"),
+            "protocol": 1,
+        });
         if let Some((name, pass)) = user {
             options["user"] = json!(name);
             options["pass"] = json!(pass);

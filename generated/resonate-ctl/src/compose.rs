@@ -89,7 +89,7 @@ pub fn wait(
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let promise = client
-            .call("promise.get", json!({ "id" : id }))?
+            .call("promise.get", json!({ "id": id }))?
             .data["promise"]
             .take();
         if settled(&promise) || deadline.is_some_and(|d| Instant::now() + interval > d) {
@@ -108,9 +108,10 @@ pub struct Node {
 impl Node {
     /// `{id, state, func?, children}`, for --json and agents.
     pub fn to_json(&self) -> Value {
-        let mut out = json!(
-            { "id" : self.promise["id"], "state" : self.promise["state"] }
-        );
+        let mut out = json!({
+            "id": self.promise["id"],
+            "state": self.promise["state"],
+        });
         if let Some(func) = func_of(&self.promise) {
             out["func"] = json!(func);
         }
@@ -131,7 +132,7 @@ pub fn func_of(promise: &Value) -> Option<String> {
 /// the tree), in id order.
 pub fn tree(client: &mut Client, root: &str) -> Result<Node, Failure> {
     let root_promise = client
-        .call("promise.get", json!({ "id" : root }))?
+        .call("promise.get", json!({ "id": root }))?
         .data["promise"]
         .take();
     let tag = |p: &Value, t: &str| {
@@ -145,9 +146,10 @@ pub fn tree(client: &mut Client, root: &str) -> Result<Node, Failure> {
     let mut all: BTreeMap<String, Value> = BTreeMap::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut data = json!(
-            { "tags" : { "resonate:origin" : origin }, "limit" : 1000 }
-        );
+        let mut data = json!({
+            "tags": { "resonate:origin": origin },
+            "limit": 1000,
+        });
         if let Some(c) = &cursor {
             data["cursor"] = json!(c);
         }
@@ -228,9 +230,11 @@ pub fn invoke(client: &mut Client, call: Call) -> Result<Answer, Failure> {
     } else {
         format!("poll://any@{}", call.target)
     };
-    let param = json!(
-        { "func" : call.func, "args" : call.args, "version" : call.version }
-    );
+    let param = json!({
+        "func": call.func,
+        "args": call.args,
+        "version": call.version,
+    });
     let mut tags = call.tags;
     for (k, v) in [
         ("resonate:origin", id.as_str()),
@@ -244,9 +248,13 @@ pub fn invoke(client: &mut Client, call: Call) -> Result<Answer, Failure> {
     if let Some(delay) = call.delay_ms {
         tags.insert("resonate:delay".to_string(), json!((now + delay).to_string()));
     }
-    let data = json!(
-        { "id" : id, "timeoutAt" : now.saturating_add(call.timeout_ms), "param" : {
-        "data" : base64_encode(param.to_string().as_bytes()) }, "tags" : tags, }
-    );
+    let data = json!({
+        "id": id,
+        "timeoutAt": now.saturating_add(call.timeout_ms),
+        "param": {
+            "data": base64_encode(param.to_string().as_bytes()),
+        },
+        "tags": tags,
+    });
     client.call("promise.create", data)
 }

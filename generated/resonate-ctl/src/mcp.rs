@@ -66,37 +66,53 @@ pub fn handle(client: &mut Client, server: &str, line: &str) -> Option<Value> {
                 PROTOCOL
             };
             Ok(
-                json!(
-                    { "protocolVersion" : version, "capabilities" : { "tools" : {
-                    "listChanged" : false } }, "serverInfo" : { "name" : "resonate-ctl",
-                    "title" : "Resonate", "version" : env!("CARGO_PKG_VERSION") },
-                    "instructions" :
-                    format!("Tools for the Resonate server at {server}: durable promises (create one, settle it, \
+                json!({
+                    "protocolVersion": version,
+                    "capabilities": {
+                        "tools": { "listChanged": false },
+                    },
+                    "serverInfo": {
+                        "name": "resonate-ctl",
+                        "title": "Resonate",
+                        "version": env!("CARGO_PKG_VERSION"),
+                    },
+                    "instructions": format!(
+                        "Tools for the Resonate server at {server}: durable promises (create one, settle it, \
                      wait for it with promise_wait), tasks and schedules, and invoke to start a function on \
                      workers. A promise keeps its value forever; creating an existing id returns it unchanged, \
-                     so retries are safe. {PAYLOADS}"),
-                    }
-                ),
+                     so retries are safe. {PAYLOADS}"
+                    ),
+                }),
             )
         }
         "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({ "tools" : tools() })),
+        "tools/list" => Ok(json!({ "tools": tools() })),
         "tools/call" => call(client, &params),
         _ => Err((-32601, format!("method not found: {method}"))),
     };
     Some(
         match result {
-            Ok(result) => json!({ "jsonrpc" : "2.0", "id" : id, "result" : result }),
+            Ok(result) => {
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "result": result,
+                })
+            }
             Err((code, message)) => error(id, code, &message),
         },
     )
 }
 
 fn error(id: Value, code: i64, message: &str) -> Value {
-    json!(
-        { "jsonrpc" : "2.0", "id" : id, "error" : { "code" : code, "message" : message }
-        }
-    )
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": code,
+            "message": message,
+        },
+    })
 }
 
 /// Every tool: one per kind, then the composed ones.
@@ -109,11 +125,16 @@ pub fn tools() -> Vec<Value> {
                 "Wait for a durable promise to settle, up to a timeout (default 30s), and return it with \
          `settled` true; if it is still pending when the timeout runs out, `settled` is false and \
          you may wait again.",
-                json!(
-                    { "id" : { "type" : "string", "description" : "the promise id" },
-                    "timeout" : { "type" : ["string", "integer"], "description" :
-                    "how long to wait, e.g. \"30s\" (default)" }, }
-                ),
+                json!({
+                    "id": {
+                        "type": "string",
+                        "description": "the promise id",
+                    },
+                    "timeout": {
+                        "type": ["string", "integer"],
+                        "description": "how long to wait, e.g. \"30s\" (default)",
+                    },
+                }),
                 &["id"],
             ),
         );
@@ -124,24 +145,41 @@ pub fn tools() -> Vec<Value> {
                 "Start a function on workers, as the SDKs' rpc does: creates a promise whose task the \
          server dispatches to a worker of the target group, which runs `func` with `args` and \
          settles the promise with its result. Returns the promise; use promise_wait for the result.",
-                json!(
-                    { "func" : { "type" : "string", "description" :
-                    "the registered function's name" }, "target" : { "type" : "string",
-                    "description" :
-                    "the worker group (or an address such as poll://any@group)" }, "args"
-                    : { "type" : "array", "description" :
-                    "the function's arguments, JSON values" }, "id" : { "type" :
-                    "string", "description" :
-                    "the promise id; the same id never runs twice (default: <func>-<time>)"
-                    }, "timeout" : { "type" : ["string", "integer"], "description" :
-                    "how long the call may take (default \"24h\")" }, "version" : {
-                    "type" : "integer", "description" :
-                    "the function's version (default 1)" }, "delay" : { "type" :
-                    ["string", "integer"], "description" :
-                    "dispatch no earlier than this from now" }, "tags" : { "type" :
-                    "object", "additionalProperties" : { "type" : "string" },
-                    "description" : "more tags" }, }
-                ),
+                json!({
+                    "func": {
+                        "type": "string",
+                        "description": "the registered function's name",
+                    },
+                    "target": {
+                        "type": "string",
+                        "description": "the worker group (or an address such as poll://any@group)",
+                    },
+                    "args": {
+                        "type": "array",
+                        "description": "the function's arguments, JSON values",
+                    },
+                    "id": {
+                        "type": "string",
+                        "description": "the promise id; the same id never runs twice (default: <func>-<time>)",
+                    },
+                    "timeout": {
+                        "type": ["string", "integer"],
+                        "description": "how long the call may take (default \"24h\")",
+                    },
+                    "version": {
+                        "type": "integer",
+                        "description": "the function's version (default 1)",
+                    },
+                    "delay": {
+                        "type": ["string", "integer"],
+                        "description": "dispatch no earlier than this from now",
+                    },
+                    "tags": {
+                        "type": "object",
+                        "additionalProperties": { "type": "string" },
+                        "description": "more tags",
+                    },
+                }),
                 &["func", "target"],
             ),
         );
@@ -151,10 +189,12 @@ pub fn tools() -> Vec<Value> {
                 "tree",
                 "The call graph under a root promise: every promise a function run created (by the tags \
          resonate:origin and resonate:parent the SDKs set), as nested {id, state, func, children}.",
-                json!(
-                    { "id" : { "type" : "string", "description" : "the root promise id" }
-                    }
-                ),
+                json!({
+                    "id": {
+                        "type": "string",
+                        "description": "the root promise id",
+                    },
+                }),
                 &["id"],
             ),
         );
@@ -162,10 +202,15 @@ pub fn tools() -> Vec<Value> {
 }
 
 fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
-    json!(
-        { "name" : name, "description" : description, "inputSchema" : { "type" :
-        "object", "properties" : properties, "required" : required }, }
-    )
+    json!({
+        "name": name,
+        "description": description,
+        "inputSchema": {
+            "type": "object",
+            "properties": properties,
+            "required": required,
+        },
+    })
 }
 
 /// A kind's tool: the spec's doc and help, its arguments as properties.
@@ -186,10 +231,11 @@ fn kind_tool(kind: &Kind) -> Value {
         properties
             .insert(
                 field.to_string(),
-                json!(
-                    { "type" : "string", "enum" : names, "description" :
-                    "the inner request" }
-                ),
+                json!({
+                    "type": "string",
+                    "enum": names,
+                    "description": "the inner request",
+                }),
             );
         required.push(field);
         let mut needs = Vec::new();
@@ -220,10 +266,10 @@ fn kind_tool(kind: &Kind) -> Value {
         properties
             .insert(
                 "all".into(),
-                json!(
-                    { "type" : "boolean", "description" :
-                    "follow the cursor and return every page" }
-                ),
+                json!({
+                    "type": "boolean",
+                    "description": "follow the cursor and return every page",
+                }),
             );
     }
     if !one_of.is_empty() {
@@ -262,26 +308,51 @@ fn add_properties(
 fn schema(arg: &Arg) -> Value {
     let list = arg.path.contains(&"[]");
     let mut s = match arg.ty {
-        Type::Str => json!({ "type" : "string" }),
-        Type::Int => json!({ "type" : "integer" }),
-        Type::Duration | Type::FromNow => json!({ "type" : ["string", "integer"] }),
-        Type::Instant => json!({ "type" : ["integer", "string"] }),
+        Type::Str => json!({ "type": "string" }),
+        Type::Int => json!({ "type": "integer" }),
+        Type::Duration | Type::FromNow => {
+            json!({
+                "type": ["string", "integer"],
+            })
+        }
+        Type::Instant => {
+            json!({
+                "type": ["integer", "string"],
+            })
+        }
         Type::Value => json!({}),
         Type::Tags => {
-            json!({ "type" : "object", "additionalProperties" : { "type" : "string" } })
+            json!({
+                "type": "object",
+                "additionalProperties": { "type": "string" },
+            })
         }
         Type::TaskRefs => {
-            json!(
-                { "type" : "array", "items" : { "type" : "object", "properties" : { "id"
-                : { "type" : "string" }, "version" : { "type" : "integer" } }, "required"
-                : ["id", "version"] }, }
-            )
+            json!({
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": { "type": "string" },
+                        "version": { "type": "integer" },
+                    },
+                    "required": ["id", "version"],
+                },
+            })
         }
-        Type::Choice(options) => json!({ "type" : "string", "enum" : options }),
-        Type::Const(_) => json!({ "type" : "boolean" }),
+        Type::Choice(options) => {
+            json!({
+                "type": "string",
+                "enum": options,
+            })
+        }
+        Type::Const(_) => json!({ "type": "boolean" }),
     };
     if list {
-        s = json!({ "type" : "array", "items" : s });
+        s = json!({
+            "type": "array",
+            "items": s,
+        });
     }
     let how = match arg.ty {
         Type::Duration | Type::FromNow => {
@@ -330,17 +401,27 @@ fn call(client: &mut Client, params: &Value) -> Result<Value, (i64, String)> {
     Ok(
         match outcome {
             Ok(value) => {
-                json!(
-                    { "content" : [{ "type" : "text", "text" :
-                    serde_json::to_string_pretty(& value).unwrap_or_default() }],
-                    "isError" : false, }
-                )
+                json!({
+                    "content": [
+                        {
+                            "type": "text",
+                            "text": serde_json::to_string_pretty(&value)
+                                .unwrap_or_default(),
+                        },
+                    ],
+                    "isError": false,
+                })
             }
             Err(failure) => {
-                json!(
-                    { "content" : [{ "type" : "text", "text" : failure.to_string() }],
-                    "isError" : true }
-                )
+                json!({
+                    "content": [
+                        {
+                            "type": "text",
+                            "text": failure.to_string(),
+                        },
+                    ],
+                    "isError": true,
+                })
             }
         },
     )
@@ -377,7 +458,10 @@ fn kind_call(
         if answer.status == 200 {
             data
         } else {
-            json!({ "status" : answer.status, "data" : data })
+            json!({
+                "status": answer.status,
+                "data": data,
+            })
         },
     )
 }
@@ -458,7 +542,12 @@ fn promise_wait(
         Some(Duration::from_millis(timeout.max(0) as u64)),
         Duration::from_millis(250),
     )?;
-    Ok(json!({ "settled" : settled(& promise), "promise" : decoded(& promise) }))
+    Ok(
+        json!({
+            "settled": settled(&promise),
+            "promise": decoded(&promise),
+        }),
+    )
 }
 
 fn invoke_tool(

@@ -88,7 +88,10 @@ pub fn build(request: &Request, inputs: &Inputs, now: i64) -> Result<Value, Fail
         }
     }
     for (at, kind) in request.wraps {
-        let head = json!({ "corrId" : "ctl", "version" : PROTOCOL_VERSION });
+        let head = json!({
+            "corrId": "ctl",
+            "version": PROTOCOL_VERSION,
+        });
         if at.last() == Some(&"[]") {
             let count = list_len(&data, at);
             for i in 0..count {
@@ -126,15 +129,17 @@ fn convert(arg: &Arg, text: &str, now: i64) -> Result<Value, Failure> {
             Type::Str => json!(text),
             Type::Int => {
                 json!(
-                    text.trim().parse::< i64 > ().map_err(| _ |
-                    at(format!("{text:?} is not an integer"))) ?
+                    text
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|_| at(format!("{text:?} is not an integer")))?
                 )
             }
-            Type::Duration => json!(parse_duration(text).map_err(at) ?),
+            Type::Duration => json!(parse_duration(text).map_err(at)?),
             Type::FromNow => {
-                json!(now.saturating_add(parse_duration(text).map_err(at) ?))
+                json!(now.saturating_add(parse_duration(text).map_err(at)?))
             }
-            Type::Instant => json!(parse_instant(text, now).map_err(at) ?),
+            Type::Instant => json!(parse_instant(text, now).map_err(at)?),
             Type::Value => encode_value(&read_payload(text).map_err(at)?),
             Type::Tags => {
                 let (k, v) = parse_pair(text, "KEY=VALUE").map_err(at)?;
@@ -147,7 +152,7 @@ fn convert(arg: &Arg, text: &str, now: i64) -> Result<Value, Failure> {
                 let version: i64 = version
                     .parse()
                     .map_err(|_| at(format!("{text:?} is not ID=VERSION")))?;
-                json!({ "id" : id, "version" : version })
+                json!({ "id": id, "version": version })
             }
             Type::Choice(options) if options.contains(&text) => json!(text),
             Type::Choice(options) => {

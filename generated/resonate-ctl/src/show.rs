@@ -261,15 +261,22 @@ mod tests {
 
     #[test]
     fn a_promise_reads_as_aligned_lines_with_its_param_decoded() {
-        let p = json!(
-            { "id" : "wire.p1", "state" : "pending", "param" : { "data" :
-            "eyJmdW5jIjoiZm9vIn0=", "headers" : { "h" : "v" } }, "value" : {}, "tags" : {
-            "env" : "wire" }, "timeoutAt" : 61_000, "createdAt" : 1_000 }
-        );
+        let p = json!({
+            "id": "wire.p1",
+            "state": "pending",
+            "param": {
+                "data": "eyJmdW5jIjoiZm9vIn0=",
+                "headers": { "h": "v" },
+            },
+            "value": {},
+            "tags": { "env": "wire" },
+            "timeoutAt": 61_000,
+            "createdAt": 1_000,
+        });
         let text = answer(
             &Answer {
                 status: 200,
-                data: json!({ "promise" : p }),
+                data: json!({ "promise": p }),
             },
             1_000,
         );
@@ -282,11 +289,14 @@ mod tests {
     #[test]
     fn a_tree_is_drawn_with_branches() {
         let leaf = |id: &str, state: &str| Node {
-            promise: json!({ "id" : id, "state" : state }),
+            promise: json!({ "id": id, "state": state }),
             children: vec![],
         };
         let root = Node {
-            promise: json!({ "id" : "r", "state" : "pending" }),
+            promise: json!({
+                "id": "r",
+                "state": "pending",
+            }),
             children: vec![
                 Node { promise : json!({ "id" : "r.1", "state" : "resolved" }), children
                 : vec![leaf("r.1.1", "resolved")] }, leaf("r.2", "pending")

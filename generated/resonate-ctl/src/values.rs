@@ -150,7 +150,9 @@ pub fn read_payload(text: &str) -> Result<Value, String> {
 
 /// A JSON value as a promise's param or value: `{"data": base64(JSON)}`, the SDKs' encoding.
 pub fn encode_value(value: &Value) -> Value {
-    json!({ "data" : base64_encode(value.to_string().as_bytes()) })
+    json!({
+        "data": base64_encode(value.to_string().as_bytes()),
+    })
 }
 
 /// A value's `data` decoded for people: its JSON when it is base64 JSON, its text when it is
@@ -294,11 +296,15 @@ mod tests {
 
     #[test]
     fn shown_records_have_their_values_decoded() {
-        let promise = json!(
-            { "id" : "p", "param" : { "data" : "eyJmdW5jIjoiZm9vIn0=", "headers" : { "h"
-            : "v" } }, "value" : {} }
-        );
-        let shown = decoded(&json!({ "promise" : promise }));
+        let promise = json!({
+            "id": "p",
+            "param": {
+                "data": "eyJmdW5jIjoiZm9vIn0=",
+                "headers": { "h": "v" },
+            },
+            "value": {},
+        });
+        let shown = decoded(&json!({ "promise": promise }));
         assert_eq!(
             shown["promise"] ["param"], json!({ "data" : { "func" : "foo" }, "headers" :
             { "h" : "v" } })

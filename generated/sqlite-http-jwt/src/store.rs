@@ -761,7 +761,7 @@ impl Records for Tx<'_> {
         )?;
         let mut promises = Vec::new();
         for id in ids.iter().filter_map(J::as_str) {
-            promises.push(json!(self.promise(id) ?));
+            promises.push(json!(self.promise(id)?));
         }
         let ids = rows(
             "SELECT id FROM tasks ORDER BY id",
@@ -773,29 +773,68 @@ impl Records for Tx<'_> {
             let Some(t) = self.task(id)? else { continue };
             if let Some(at) = t.due_at() {
                 let kind = if t.state == TaskState::Acquired { 1 } else { 0 };
-                task_timeouts.push(json!({ "id" : id, "type" : kind, "timeout" : at }));
+                task_timeouts
+                    .push(
+                        json!({
+                            "id": id,
+                            "type": kind,
+                            "timeout": at,
+                        }),
+                    );
             }
             tasks.push(json!(t.wire()));
         }
-        let snap = json!(
-            { "promises" : promises, "promiseTimeouts" :
-            rows("SELECT id, armed_at FROM promises WHERE armed_at IS NOT NULL ORDER BY id",
-            &| r | Ok(json!({ "id" : r.get::< _, String > (0) ?, "timeout" : r.get::< _,
-            i64 > (1) ? })),) ?, "callbacks" :
-            rows("SELECT awaiter, awaited FROM callbacks ORDER BY awaited, rowid", &| r |
-            Ok(json!({ "awaiter" : r.get::< _, String > (0) ?, "awaited" : r.get::< _,
-            String > (1) ? })),) ?, "listeners" :
-            rows("SELECT awaited, address FROM listeners ORDER BY awaited, rowid", &| r |
-            Ok(json!({ "id" : r.get::< _, String > (0) ?, "address" : r.get::< _, String
-            > (1) ? })),) ?, "tasks" : tasks, "taskTimeouts" : task_timeouts, "messages"
-            : rows("SELECT address, message FROM outbox ORDER BY rowid", &| r | { let
-            message : J = serde_json::from_str(& r.get::< _, String > (1) ?)
-            .unwrap_or(J::Null); Ok(json!({ "address" : r.get::< _, String > (0) ?,
-            "message" : message })) }) ?, "schedules" :
-            rows("SELECT record FROM schedules ORDER BY id", &| r | {
-            Ok(serde_json::from_str(& r.get::< _, String > (0) ?).unwrap_or(J::Null)) })
-            ?, }
-        );
+        let snap = json!({
+            "promises": promises,
+            "promiseTimeouts": rows(
+                "SELECT id, armed_at FROM promises WHERE armed_at IS NOT NULL ORDER BY id",
+                &|r| Ok(
+                    json!({
+                        "id": r.get::<_, String>(0)?,
+                        "timeout": r.get::<_, i64>(1)?,
+                    }),
+                ),
+            )?,
+            "callbacks": rows(
+                "SELECT awaiter, awaited FROM callbacks ORDER BY awaited, rowid",
+                &|r| Ok(
+                    json!({
+                        "awaiter": r.get::<_, String>(0)?,
+                        "awaited": r.get::<_, String>(1)?,
+                    }),
+                ),
+            )?,
+            "listeners": rows(
+                "SELECT awaited, address FROM listeners ORDER BY awaited, rowid",
+                &|r| Ok(
+                    json!({
+                        "id": r.get::<_, String>(0)?,
+                        "address": r.get::<_, String>(1)?,
+                    }),
+                ),
+            )?,
+            "tasks": tasks,
+            "taskTimeouts": task_timeouts,
+            "messages": rows(
+                "SELECT address, message FROM outbox ORDER BY rowid",
+                &|r| {
+                    let message: J = serde_json::from_str(&r.get::<_, String>(1)?)
+                        .unwrap_or(J::Null);
+                    Ok(
+                        json!({
+                            "address": r.get::<_, String>(0)?,
+                            "message": message,
+                        }),
+                    )
+                },
+            )?,
+            "schedules": rows(
+                "SELECT record FROM schedules ORDER BY id",
+                &|r| {
+                    Ok(serde_json::from_str(&r.get::<_, String>(0)?).unwrap_or(J::Null))
+                },
+            )?,
+        });
         Ok(snap.to_string())
     }
 }

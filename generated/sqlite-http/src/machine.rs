@@ -447,18 +447,28 @@ impl<'a, R: Records> Machine<'a, R> {
         }
         t.retry_at = Some(self.now.saturating_add(self.settings.retry_timeout));
         let Some(address) = p.tags.get(TARGET) else { return Ok(()) };
-        let message = serde_json::json!(
-            { "kind" : "execute", "head" : { "serverUrl" : self.settings.server_url },
-            "data" : { "task" : { "id" : t.id, "version" : t.version } }, }
-        );
+        let message = serde_json::json!({
+            "kind": "execute",
+            "head": {
+                "serverUrl": self.settings.server_url,
+            },
+            "data": {
+                "task": {
+                    "id": t.id,
+                    "version": t.version,
+                },
+            },
+        });
         self.tx.enqueue(&format!("execute:{}", t.id), address, &message.to_string())
     }
 
     /// Rule R3's message: the settled record, once per promise and address.
     fn enqueue_unblock(&self, address: &str, p: &Promise) -> Result<(), R::Error> {
-        let message = serde_json::json!(
-            { "kind" : "unblock", "head" : {}, "data" : { "promise" : p } }
-        );
+        let message = serde_json::json!({
+            "kind": "unblock",
+            "head": {},
+            "data": { "promise": p },
+        });
         self.tx
             .enqueue(
                 &format!("unblock:{}:{address}", p.id),
@@ -773,12 +783,22 @@ impl<'a, R: Records> Machine<'a, R> {
             .unwrap_or_else(Reply::from);
         let inner_data: serde_json::Value = serde_json::from_str(&inner.data)
             .expect("replies are JSON");
-        let data = serde_json::json!(
-            { "action" : { "kind" : kind, "head" : { "corrId" : corr_id, "status" : inner
-            .status, "version" : VERSION }, "data" : inner_data, }, "preload" : [], }
-        )
-            .to_string();
-        done(Reply { status: 200, data })
+        let data = serde_json::json!({
+            "action": {
+                "kind": kind,
+                "head": {
+                    "corrId": corr_id,
+                    "status": inner.status,
+                    "version": VERSION,
+                },
+                "data": inner_data,
+            },
+            "preload": [],
+        });
+        done(Reply {
+            status: 200,
+            data: data.to_string(),
+        })
     }
 
     fn task_heartbeat(&self, r: TaskHeartbeat) -> Outcome<Reply, R::Error> {

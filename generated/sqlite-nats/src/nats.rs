@@ -95,11 +95,15 @@ impl Endpoint {
 
     /// The CONNECT frame: headers on, quiet (no +OK), named after the server.
     fn connect_frame(&self) -> Vec<u8> {
-        let mut options = serde_json::json!(
-            { "verbose" : false, "pedantic" : false, "headers" : true, "lang" : "rust",
-            "version" : env!("CARGO_PKG_VERSION"), "name" : env!("CARGO_PKG_NAME"),
-            "protocol" : 1, }
-        );
+        let mut options = serde_json::json!({
+            "verbose": false,
+            "pedantic": false,
+            "headers": true,
+            "lang": "rust",
+            "version": env!("CARGO_PKG_VERSION"),
+            "name": env!("CARGO_PKG_NAME"),
+            "protocol": 1,
+        });
         if let Some((user, pass)) = &self.credentials {
             options["user"] = user.as_str().into();
             options["pass"] = pass.as_str().into();
@@ -160,8 +164,11 @@ pub async fn serve(config: Config) -> Result<(), String> {
             )
         })?;
     crate::log!(
-        Info, "taking requests on {}.> in queue group {} from nats://{}", config
-        .nats_api_prefix, config.nats_queue_group, endpoint.address
+        Info,
+        "taking requests on {}.> in queue group {} from nats://{}",
+        config.nats_api_prefix,
+        config.nats_queue_group,
+        endpoint.address,
     );
     let (publisher, mut frames) = Publisher::new();
     tokio::spawn(
@@ -177,8 +184,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 Ok(c) => break c,
                 Err(e) => {
                     crate::log!(
-                        Warn, "cannot reconnect to NATS at nats://{}: {e}", endpoint
-                        .address
+                        Warn,
+                        "cannot reconnect to NATS at nats://{}: {e}",
+                        endpoint.address,
                     );
                     wait = (wait * 2).min(RECONNECT_MAX);
                 }
@@ -401,7 +409,7 @@ async fn answer(service: &Service, publisher: &Publisher, message: Message) {
                 None => {
                     crate::log!(
                         Warn,
-                        "dropped a request whose {REPLY_HEADER} header is not a subject: '{bad}'"
+                        "dropped a request whose {REPLY_HEADER} header is not a subject: '{bad}'",
                     );
                     return;
                 }
@@ -413,7 +421,7 @@ async fn answer(service: &Service, publisher: &Publisher, message: Message) {
                 None => {
                     crate::log!(
                         Warn,
-                        "dropped a request with no {REPLY_HEADER} header and no reply subject"
+                        "dropped a request with no {REPLY_HEADER} header and no reply subject",
                     );
                     return;
                 }
@@ -431,7 +439,7 @@ async fn answer(service: &Service, publisher: &Publisher, message: Message) {
             crate::log!(
                 Error,
                 "an answer of {} bytes is over the NATS server's max_payload of {max}",
-                body.len()
+                body.len(),
             );
             let (kind, corr_id) = salvage(&message.payload);
             let too_big = response_too_large(&kind, &corr_id, body.len(), max);
