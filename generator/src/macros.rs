@@ -1,39 +1,32 @@
-//! Macro calls printed as code. prettyplease prints the body of a macro it does not know as the
-//! tokens it holds (`json!({ "id" : r.get::< _, String > (0) ?, … })`, `log!(Info, "…", x.map_err(| e | e))`),
-//! which no person would write. Before printing, [`disguise`] turns each such call whose body is
-//! a list of expressions into a function call, and each `json!` object into a struct literal,
-//! under marker names; after printing, [`undisguise`] turns the markers back. prettyplease then
-//! lays the bodies out as it lays out any call or struct literal.
+//! Macro calls printed as code. prettyplease prints a macro's body as the tokens it holds
+//! (`json!({ "id" : r.get::< _, String > (0) ?, … })`, `log!(Info, "…", x.map_err(| e | e))`),
+//! which no person would write. Before printing, [`disguise`] turns each call whose body is a
+//! list of expressions into a function call, and each `json!` object into a struct literal, under
+//! marker names; after printing, [`undisguise`] turns the markers back. prettyplease then lays
+//! the bodies out as it lays out any call or struct literal.
 
 use anyhow::{bail, Result};
-use proc_macro2::Span;
+use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
+use syn::visit::Visit;
 use syn::visit_mut::{self, VisitMut};
 use syn::{Expr, Ident, LitStr, MacroDelimiter, Stmt, Token};
 
-/// `name!(a, b)` is printed as `name__m(a, b)`.
+/// `name!(a, b)` is printed as `name__m(a, b)`. prettyplease ends the arguments of a call it
+/// breaks over lines with a comma; that comma is taken out again, as a person writes macro calls
+/// (and as `json!` requires after a lone expression).
 const CALL: &str = "__m";
-/// `json!(expr)` is printed as `json__m1(expr)`: a call prettyplease breaks over lines gets a
-/// trailing comma, which `json!` does not accept after a lone expression, so it is taken out.
-const LONE: &str = "__m1";
 /// A `json!` object `{ "k": v }` is printed as the struct literal `__J { __k0__: v }`.
 const OBJECT: &str = "__J";
 /// `__k<n>__` stands for the n-th object key seen in the file.
 const KEY: &str = "__k";
 
-/// The macros prettyplease lays out itself (those of the standard library); they are left alone.
-const KNOWN: &[&str] = &[
-    "assert", "assert_eq", "assert_ne", "cfg", "column", "compile_error", "concat", "dbg", "debug_assert",
-    "debug_assert_eq", "debug_assert_ne", "env", "eprint", "eprintln", "file", "format", "format_args",
-    "include", "include_bytes", "include_str", "line", "matches", "module_path", "option_env", "panic",
-    "print", "println", "stringify", "todo", "unimplemented", "unreachable", "vec", "write", "writeln",
-];
-
 /// The object keys of a file, in the order their markers were numbered.
 pub struct Keys(Vec<String>);
 
-/// Rewrites every macro call in `file` that prettyplease would print as raw tokens.
+/// Rewrites every macro call in `file` whose body reads as expressions (or as `json!` values).
 pub fn disguise(file: &mut syn::File) -> Keys {
     let mut keys = Keys(Vec::new());
     keys.visit_file_mut(file);
@@ -43,7 +36,7 @@ pub fn disguise(file: &mut syn::File) -> Keys {
 /// Turns the markers of a printed file back into macro calls and object keys. `source` is the
 /// text before printing: a marker it already holds would be turned into something else.
 pub fn undisguise(printed: &str, keys: &Keys, source: &str) -> Result<String> {
-    for marker in [format!("{CALL}("), format!("{LONE}("), format!("{OBJECT} "), KEY.to_string()] {
+    for marker in [format!("{CALL}("), format!("{OBJECT} "), KEY.to_string()] {
         if source.contains(&marker) {
             bail!("the rendered code holds `{marker}` itself, which marks a macro call while it is printed");
         }
@@ -51,7 +44,7 @@ pub fn undisguise(printed: &str, keys: &Keys, source: &str) -> Result<String> {
     let mut lines: Vec<String> = printed.lines().map(str::to_string).collect();
     let indent = |l: &str| l.len() - l.trim_start().len();
     for open in 0..lines.len() {
-        if !lines[open].ends_with(&format!("{LONE}(")) {
+        if !lines[open].ends_with(&format!("{CALL}(")) {
             continue;
         }
         // The closing parenthesis starts the first later line at the opening line's indentation.
@@ -61,36 +54,75 @@ pub fn undisguise(printed: &str, keys: &Keys, source: &str) -> Result<String> {
             lines[last].pop();
         }
     }
-    let mut out = (lines.join("\n") + "\n")
-        .replace(&format!("{CALL}("), "!(")
-        .replace(&format!("{LONE}("), "!(")
-        .replace(&format!("{OBJECT} "), "");
+    let mut out = (lines.join("\n") + "\n").replace(&format!("{CALL}("), "!(").replace(&format!("{OBJECT} "), "");
     for (n, key) in keys.0.iter().enumerate().rev() {
         out = out.replace(&format!("{KEY}{n}__"), key);
     }
     Ok(out)
 }
 
+/// The body of every macro call in `file`, in order, as its tokens one by one with each trailing
+/// comma left out (printing adds them to lists it breaks over lines): [`undisguise`]'s output
+/// must hold the same bodies as the text it was parsed from.
+pub fn bodies(file: &syn::File) -> Vec<String> {
+    struct Bodies(Vec<String>);
+    impl<'ast> Visit<'ast> for Bodies {
+        fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+            let mut text = format!("{}!", mac.path.to_token_stream());
+            tokens(mac.tokens.clone(), &mut text);
+            self.0.push(text);
+        }
+    }
+    fn tokens(stream: TokenStream, out: &mut String) {
+        let trees: Vec<TokenTree> = stream.into_iter().collect();
+        let end = match trees.last() {
+            Some(TokenTree::Punct(p)) if p.as_char() == ',' => trees.len() - 1,
+            _ => trees.len(),
+        };
+        for tree in &trees[..end] {
+            match tree {
+                TokenTree::Group(g) => {
+                    let (open, close) = match g.delimiter() {
+                        Delimiter::Parenthesis => ("(", ")"),
+                        Delimiter::Bracket => ("[", "]"),
+                        Delimiter::Brace => ("{", "}"),
+                        Delimiter::None => ("", ""),
+                    };
+                    out.push_str(open);
+                    tokens(g.stream(), out);
+                    out.push_str(close);
+                }
+                TokenTree::Punct(p) => out.push(p.as_char()),
+                other => out.push_str(&other.to_string()),
+            }
+            out.push(' ');
+        }
+    }
+    let mut bodies = Bodies(Vec::new());
+    bodies.visit_file(file);
+    bodies.0
+}
+
 impl Keys {
-    /// The call a macro's body reads as, or `None` to leave the macro as it is: the standard
-    /// library's, bodies in `[]` or `{}` (`thread_local! {…}`) and bodies that are not expressions.
+    /// The call a macro's body reads as, or `None` to leave the macro as it is: bodies in `[]` or
+    /// `{}` (`vec![…]`, `thread_local! {…}`), bodies that are not expressions, and `matches!`,
+    /// whose pattern may also read as an expression but would not print as the same tokens.
     fn call(&mut self, mac: &syn::Macro) -> Option<Expr> {
         if !matches!(mac.delimiter, MacroDelimiter::Paren(_)) {
             return None;
         }
         let mut path = mac.path.clone();
         let last = path.segments.last_mut()?;
-        if KNOWN.iter().any(|k| last.ident == k) {
+        if last.ident == "matches" {
             return None;
         }
-        let (args, marker): (Punctuated<Expr, Token![,]>, _) = if last.ident == "json" {
+        let args: Punctuated<Expr, Token![,]> = if last.ident == "json" {
             let value = (|input: ParseStream| self.value(input)).parse2(mac.tokens.clone()).ok()?;
-            let marker = if matches!(value, Expr::Struct(_) | Expr::Array(_)) { CALL } else { LONE };
-            (Punctuated::from_iter([value]), marker)
+            Punctuated::from_iter([value])
         } else {
-            (Punctuated::parse_terminated.parse2(mac.tokens.clone()).ok()?, CALL)
+            Punctuated::parse_terminated.parse2(mac.tokens.clone()).ok()?
         };
-        last.ident = Ident::new(&format!("{}{marker}", last.ident), last.ident.span());
+        last.ident = Ident::new(&format!("{}{CALL}", last.ident), last.ident.span());
         Some(Expr::Call(syn::ExprCall {
             attrs: Vec::new(),
             func: Box::new(Expr::Path(syn::ExprPath { attrs: Vec::new(), qself: None, path })),

@@ -631,8 +631,13 @@ fn unparse_spaced(mut file: syn::File, source: &str) -> Result<String> {
     if inner_docs && !file.items.is_empty() {
         file.items.insert(0, marker());
     }
+    let bodies = crate::macros::bodies(&file);
     let keys = crate::macros::disguise(&mut file);
     let printed = crate::macros::undisguise(&prettyplease::unparse(&file), &keys, source)?;
+    let reparsed = syn::parse_file(&printed).map_err(|e| anyhow!("macro bodies printed as invalid Rust: {e}"))?;
+    if let Some((was, now)) = bodies.iter().zip(crate::macros::bodies(&reparsed)).find(|(was, now)| *was != now) {
+        bail!("a macro body changed while it was printed: `{was}` became `{now}`");
+    }
     if printed.matches(BLANK_LINE).count() != printed.lines().filter(|l| l.trim() == format!("{BLANK_LINE}!();")).count() {
         bail!("the rendered code holds {BLANK_LINE} itself, which stands for a blank line while it is printed");
     }

@@ -315,7 +315,7 @@ fn invoke_tool(client: &mut Client, args: &Map<String, Value>) -> Result<Value, 
         args: match args.get("args") {
             Some(Value::Array(items)) => items.clone(),
             None | Some(Value::Null) => Vec::new(),
-            Some(other) => vec![read_payload(&other.to_string()).map_err(Failure::Input)?],
+            Some(other) => Vec::from([read_payload(&other.to_string()).map_err(Failure::Input)?]),
         },
         id: text("id"),
         timeout_ms: duration(args, "timeout", "24h")?,

@@ -26,7 +26,7 @@ pub fn build(request: &Request, inputs: &Inputs, now: i64) -> Result<Value, Fail
         } else if texts.len() > 1 {
             return Err(input(format!("--{} is given {} times; give it once", arg.flag, texts.len())));
         } else {
-            vec![convert(arg, &texts[0], now)?]
+            Vec::from([convert(arg, &texts[0], now)?])
         };
         for value in &values {
             check(arg, value)?;

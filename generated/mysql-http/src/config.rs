@@ -77,7 +77,9 @@ const HELP: &str = "resonate-mysql-http: a Resonate protocol 2026-04-01 server (
 
 /// The `--version` text.
 const VERSION: &str = concat!(
-    env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"),
+    env!("CARGO_PKG_NAME"),
+    " ",
+    env!("CARGO_PKG_VERSION"),
     " (Resonate protocol 2026-04-01)"
 );
 
@@ -211,11 +213,9 @@ impl Config {
             "server-port" => {
                 self.server_port = value
                     .parse()
-                    .map_err(|_| {
-                        format!(
-                            "{source}: expected a port number from 0 to 65535, got '{value}'"
-                        )
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a port number from 0 to 65535, got '{value}'"
+                    ))?;
             }
             "server-bind" => {
                 self.server_bind = value.to_string();
@@ -240,9 +240,9 @@ impl Config {
             "storage-mysql-pool-size" => {
                 self.storage_mysql_pool_size = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.storage_mysql_pool_size < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -250,9 +250,9 @@ impl Config {
             "messages-poll-interval" => {
                 self.messages_poll_interval = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.messages_poll_interval < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -260,9 +260,9 @@ impl Config {
             "tasks-retry-timeout" => {
                 self.tasks_retry_timeout = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.tasks_retry_timeout < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -270,9 +270,9 @@ impl Config {
             "timeouts-poll-interval" => {
                 self.timeouts_poll_interval = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.timeouts_poll_interval < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -288,9 +288,9 @@ impl Config {
             "transports-http-push-request-timeout" => {
                 self.transports_http_push_request_timeout = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.transports_http_push_request_timeout < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -298,9 +298,9 @@ impl Config {
             "messages-retry-cap" => {
                 self.messages_retry_cap = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.messages_retry_cap < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -449,7 +449,8 @@ mod flag_tests {
         let mut typo: Vec<char> = flag.chars().collect();
         typo.swap(1, 2);
         assert_eq!(
-            suggestion(& typo.into_iter().collect::< String > ()), Some(flag),
+            suggestion(&typo.into_iter().collect::<String>()),
+            Some(flag),
             "two letters swapped"
         );
         assert_eq!(suggestion("nothing-like-it"), None);
@@ -474,7 +475,7 @@ mod flag_tests {
             "ftp://x",
             "http://a b",
         ] {
-            assert!(! is_url(bad), "{bad}");
+            assert!(!is_url(bad), "{bad}");
         }
     }
 }

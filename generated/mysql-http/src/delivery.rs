@@ -324,7 +324,7 @@ async fn push_one(
             crate::log!(
                 Warn,
                 "push to {address} failed (attempt {}): {why}",
-                attempts + 1,
+                attempts + 1
             );
             Deliveries {
                 failed: vec![(key, message, now() + backoff(attempts))],
@@ -345,7 +345,7 @@ async fn record(store: &Store, deliveries: Deliveries) {
         Ok(dropped) => {
             crate::log!(
                 Warn,
-                "dropped {dropped} failed messages over messages-retry-cap",
+                "dropped {dropped} failed messages over messages-retry-cap"
             )
         }
         Err(e) => crate::log!(Error, "cannot update the outbox: {e}"),

@@ -289,7 +289,7 @@ impl Store {
                 StoreError::new(
                     format!(
                         "storage-mysql-url {} names no database, e.g. mysql://root@127.0.0.1:3306/resonate",
-                        redact(& url)
+                        redact(&url)
                     ),
                 ),
             );
@@ -305,7 +305,7 @@ impl Store {
             permits: Arc::new(Semaphore::new(size)),
         });
         let unreachable = |e: StoreError| StoreError::new(
-            scrub(format!("cannot use MySQL at {}: {e}", redact(& url)), &url),
+            scrub(format!("cannot use MySQL at {}: {e}", redact(&url)), &url),
         );
         pool.with(migrate).await.map_err(unreachable)?;
         Ok(Store {
@@ -432,7 +432,7 @@ impl Store {
                             crate::log!(
                                 Debug,
                                 "transaction rolled back ({e}); attempt {}",
-                                attempt + 1,
+                                attempt + 1
                             );
                             std::thread::sleep(
                                 Duration::from_millis(u64::from(attempt)),
@@ -614,8 +614,8 @@ impl<'c> Tx<'c> {
             hold.extend(rows.iter().map(|r| r.0.as_str().into()));
             self.run(
                 &format!(
-                    "UPDATE outbox SET not_before = ? WHERE `key` IN ({})", marks(rows
-                    .len())
+                    "UPDATE outbox SET not_before = ? WHERE `key` IN ({})",
+                    marks(rows.len())
                 ),
                 Params::Positional(hold),
             )?;
@@ -890,8 +890,9 @@ impl Records for Tx<'_> {
                 String,
             >(
                 &format!(
-                    "SELECT id FROM promises WHERE id IN ({}) {}", marks(due.len()), self
-                    .claiming()
+                    "SELECT id FROM promises WHERE id IN ({}) {}",
+                    marks(due.len()),
+                    self.claiming()
                 ),
                 Params::Positional(args),
             )?

@@ -286,11 +286,11 @@ mod tests {
     #[test]
     fn templates_are_judged_by_their_certain_text() {
         let (id, ts) = (concat!("{", "{.id}}"), concat!("{", "{.timestamp}}"));
-        assert!(template_under("a", & format!("{id}.{ts}"), "a1"));
-        assert!(! template_under("a", & format!("{id}.{ts}"), "b1"));
-        assert!(template_under("a", & format!("a.{ts}"), "b1"));
-        assert!(! template_under("ab", & format!("a{ts}"), "ab1"));
+        assert!(template_under("a", &format!("{id}.{ts}"), "a1"));
+        assert!(!template_under("a", &format!("{id}.{ts}"), "b1"));
+        assert!(template_under("a", &format!("a.{ts}"), "b1"));
+        assert!(!template_under("ab", &format!("a{ts}"), "ab1"));
         assert!(template_under("", ts, "x"));
-        assert!(! template_under("a", id, ts));
+        assert!(!template_under("a", id, ts));
     }
 }

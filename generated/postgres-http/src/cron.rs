@@ -307,9 +307,13 @@ mod tests {
         for days in -800_000..800_000 {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
-            assert!((1..= days_in_month(y, m)).contains(& d));
+            assert!((1..=days_in_month(y, m)).contains(&d));
         }
-        assert_eq!(weekday(days_from_civil(2026, 11, 30)), 2, "2026-11-30 is a Monday");
+        assert_eq!(
+            weekday(days_from_civil(2026, 11, 30)),
+            2,
+            "2026-11-30 is a Monday"
+        );
         assert_eq!(weekday(0), 5, "1970-01-01 is a Thursday");
     }
 
@@ -326,15 +330,20 @@ mod tests {
     fn known_pairs_from_python() {
         assert_eq!(next("*/15 * * * *", 1_704_067_650_000), Some(1_704_068_100_000));
         assert_eq!(next("0 9 * * 2", 1_795_564_800_000), Some(1_796_029_200_000));
-        assert_eq!(next("0 9 * * MON-FRI", 1_795_773_600_000), Some(1_796_029_200_000));
+        assert_eq!(
+            next("0 9 * * MON-FRI", 1_795_773_600_000),
+            Some(1_796_029_200_000)
+        );
         assert_eq!(next("0 0 1 jan *", 1_767_225_599_000), Some(1_767_225_600_000));
         assert_eq!(next("0 0 1 jan *", 1_767_225_600_000), Some(1_798_761_600_000));
         assert_eq!(next("0 0 29 2 *", 1_709_251_200_000), Some(1_835_395_200_000));
         assert_eq!(
-            next("0 0 13 * FRI", ms(2026, 3, 14, 0, 0, 0)), Some(1_794_528_000_000)
+            next("0 0 13 * FRI", ms(2026, 3, 14, 0, 0, 0)),
+            Some(1_794_528_000_000)
         );
         assert_eq!(
-            next("0 0 0 1 1 ? 2030", ms(2026, 5, 5, 0, 0, 0)), Some(1_893_456_000_000)
+            next("0 0 0 1 1 ? 2030", ms(2026, 5, 5, 0, 0, 0)),
+            Some(1_893_456_000_000)
         );
     }
 
@@ -346,26 +355,28 @@ mod tests {
         let sunday = next("0 0 * * SUN", ms(2026, 11, 25, 0, 0, 0)).unwrap();
         assert_eq!(sunday, ms(2026, 11, 29, 0, 0, 0));
         assert_eq!(
-            next("0 0 * * 7", ms(2026, 11, 25, 0, 0, 0)), Some(ms(2026, 11, 28, 0, 0, 0))
+            next("0 0 * * 7", ms(2026, 11, 25, 0, 0, 0)),
+            Some(ms(2026, 11, 28, 0, 0, 0))
         );
     }
 
     #[test]
     fn rollovers() {
         assert_eq!(
-            next("30 23 * * *", ms(2026, 12, 31, 23, 45, 0)), Some(ms(2027, 1, 1, 23, 30,
-            0))
+            next("30 23 * * *", ms(2026, 12, 31, 23, 45, 0)),
+            Some(ms(2027, 1, 1, 23, 30, 0))
         );
         assert_eq!(
-            next("0 0 31 * *", ms(2026, 3, 31, 0, 0, 0)), Some(ms(2026, 5, 31, 0, 0, 0))
+            next("0 0 31 * *", ms(2026, 3, 31, 0, 0, 0)),
+            Some(ms(2026, 5, 31, 0, 0, 0))
         );
         assert_eq!(
-            next("0 12 1 */3 *", ms(2026, 11, 2, 0, 0, 0)), Some(ms(2027, 1, 1, 12, 0,
-            0))
+            next("0 12 1 */3 *", ms(2026, 11, 2, 0, 0, 0)),
+            Some(ms(2027, 1, 1, 12, 0, 0))
         );
         assert_eq!(
-            next("0 0 * JAN,jul ?", ms(2026, 7, 31, 0, 0, 0)), Some(ms(2027, 1, 1, 0, 0,
-            0))
+            next("0 0 * JAN,jul ?", ms(2026, 7, 31, 0, 0, 0)),
+            Some(ms(2027, 1, 1, 0, 0, 0))
         );
     }
 
@@ -375,7 +386,10 @@ mod tests {
         assert_eq!(next("0 */5 * * * *", t), Some(ms(2026, 6, 1, 10, 5, 0)));
         assert_eq!(next("10-20/5 * * * * *", t), Some(ms(2026, 6, 1, 10, 2, 10)));
         assert_eq!(next("0 0 0 1 1 ? 2020", t), None);
-        assert_eq!(next("0 0 0 1 1 ? 2020,2027-2030", t), Some(ms(2027, 1, 1, 0, 0, 0)));
+        assert_eq!(
+            next("0 0 0 1 1 ? 2020,2027-2030", t),
+            Some(ms(2027, 1, 1, 0, 0, 0))
+        );
         assert_eq!(next("* * * * * * 2100", ms(2101, 1, 1, 0, 0, 0)), None);
     }
 
@@ -384,7 +398,9 @@ mod tests {
         assert_eq!(next("0 0 30 2 *", 0), None);
         assert_eq!(next("0 0 0 31 4 ? *", 0), None);
         assert_eq!(
-            next("0 0 29 2 *", ms(2097, 3, 1, 0, 0, 0)), None, "2100 is not a leap year"
+            next("0 0 29 2 *", ms(2097, 3, 1, 0, 0, 0)),
+            None,
+            "2100 is not a leap year"
         );
         assert_eq!(next("* * * * *", i64::MAX), None, "far future is past 2100");
         assert_eq!(next("0 0 1 1 *", i64::MIN), Some(0), "search starts at 1970");
@@ -466,7 +482,7 @@ mod tests {
                 got.push(n);
                 t = n;
             }
-            assert!(! expected.is_empty(), "{text}");
+            assert!(!expected.is_empty(), "{text}");
             assert_eq!(got, expected, "{text}");
         }
     }

@@ -69,7 +69,9 @@ const HELP: &str = "resonate-postgres-nats: a Resonate protocol 2026-04-01 serve
 
 /// The `--version` text.
 const VERSION: &str = concat!(
-    env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"),
+    env!("CARGO_PKG_NAME"),
+    " ",
+    env!("CARGO_PKG_VERSION"),
     " (Resonate protocol 2026-04-01)"
 );
 
@@ -212,9 +214,9 @@ impl Config {
             "storage-postgres-pool-size" => {
                 self.storage_postgres_pool_size = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.storage_postgres_pool_size < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -222,9 +224,9 @@ impl Config {
             "tasks-retry-timeout" => {
                 self.tasks_retry_timeout = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.tasks_retry_timeout < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -232,9 +234,9 @@ impl Config {
             "timeouts-poll-interval" => {
                 self.timeouts_poll_interval = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.timeouts_poll_interval < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -250,9 +252,9 @@ impl Config {
             "messages-retry-cap" => {
                 self.messages_retry_cap = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.messages_retry_cap < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -400,7 +402,8 @@ mod flag_tests {
         let mut typo: Vec<char> = flag.chars().collect();
         typo.swap(1, 2);
         assert_eq!(
-            suggestion(& typo.into_iter().collect::< String > ()), Some(flag),
+            suggestion(&typo.into_iter().collect::<String>()),
+            Some(flag),
             "two letters swapped"
         );
         assert_eq!(suggestion("nothing-like-it"), None);
@@ -420,7 +423,7 @@ mod flag_tests {
             "http://x",
             "nats://a b",
         ] {
-            assert!(! is_url(bad), "{bad}");
+            assert!(!is_url(bad), "{bad}");
         }
     }
 }

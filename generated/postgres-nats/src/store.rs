@@ -482,7 +482,7 @@ impl Store {
                     let total = self.inner.retries.fetch_add(1, Ordering::Relaxed) + 1;
                     crate::log!(
                         Debug,
-                        "{kind} aborted ({e}); retry {attempt} ({total} since start)",
+                        "{kind} aborted ({e}); retry {attempt} ({total} since start)"
                     );
                     drop(conn);
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
@@ -672,7 +672,9 @@ async fn migrate(client: &Client) -> Result<()> {
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(
-                StoreError(format!("cannot create the schema: {}", StoreError::from(e))),
+                StoreError(
+                    format!("cannot create the schema: {}", StoreError::from(e)),
+                ),
             );
         }
     }
@@ -722,7 +724,7 @@ async fn listen(config: tokio_postgres::Config, enqueued: Arc<Notify>) {
                         crate::log!(
                             Warn,
                             "cannot LISTEN for queued messages: {}",
-                            StoreError::from(e),
+                            StoreError::from(e)
                         );
                         driver.abort();
                     }
@@ -732,7 +734,7 @@ async fn listen(config: tokio_postgres::Config, enqueued: Arc<Notify>) {
                 crate::log!(
                     Warn,
                     "cannot open the LISTEN connection: {}",
-                    StoreError::from(e),
+                    StoreError::from(e)
                 )
             }
         }

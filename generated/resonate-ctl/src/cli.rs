@@ -25,7 +25,7 @@ pub fn command() -> Command {
             format!(
                 "A command line and MCP server for Resonate servers (protocol {}), generated from the spec: \
              one subcommand per request kind.",
-                crate ::kinds::PROTOCOL_VERSION
+                crate::kinds::PROTOCOL_VERSION
             ),
         )
         .subcommand_required(true)
@@ -427,8 +427,11 @@ mod tests {
                 .find_subcommand(kind.group)
                 .unwrap_or_else(|| panic!("no `{}` command", kind.group));
             assert!(
-                group.find_subcommand(kind.verb).is_some(), "no `{} {}` for {}", kind
-                .group, kind.verb, kind.name
+                group.find_subcommand(kind.verb).is_some(),
+                "no `{} {}` for {}",
+                kind.group,
+                kind.verb,
+                kind.name
             );
         }
     }
@@ -437,7 +440,7 @@ mod tests {
     #[test]
     fn every_example_parses_and_builds_its_request() {
         for kind in KINDS {
-            assert!(! kind.examples.is_empty(), "{} has no example", kind.name);
+            assert!(!kind.examples.is_empty(), "{} has no example", kind.name);
             for example in kind.examples {
                 let argv = std::iter::once("resonate-ctl")
                     .chain(example.iter().copied());

@@ -208,8 +208,8 @@ fn answer((http_status, body): (u16, Vec<u8>)) -> Result<Answer, Failure> {
             Err(
                 Failure::Server(
                     format!(
-                        "not a protocol answer (status {status}): {}", text.chars()
-                        .take(200).collect::< String > ()
+                        "not a protocol answer (status {status}): {}",
+                        text.chars().take(200).collect::<String>()
                     ),
                 ),
             )
@@ -428,16 +428,18 @@ impl Nats {
                 Failure::Input(
                     format!(
                         "the request is {} bytes; the NATS server takes at most {} (max_payload)",
-                        headers.len() + body.len(), self.max_payload
+                        headers.len() + body.len(),
+                        self.max_payload
                     ),
                 ),
             );
         }
         arm(self.reader.get_ref(), deadline)?;
         let mut frame = format!(
-            "HPUB {subject} {reply} {} {}\r\n{headers}", headers.len(), headers.len() +
-            body.len()
-        )
+                "HPUB {subject} {reply} {} {}\r\n{headers}",
+                headers.len(),
+                headers.len() + body.len(),
+            )
             .into_bytes();
         frame.extend_from_slice(body);
         frame.extend_from_slice(b"\r\n");
@@ -521,7 +523,7 @@ mod tests {
                 Duration::from_secs(1),
             )
             .unwrap();
-        assert!(! c.is_nats());
+        assert!(!c.is_nats());
         let c = Client::new(
                 "nats://u:p@localhost",
                 None,
@@ -545,8 +547,11 @@ mod tests {
             "http://h:port",
         ] {
             assert!(
-                matches!(Client::new(bad, None, "p", Duration::from_secs(1)),
-                Err(Failure::Input(_))), "{bad}"
+                matches!(
+                    Client::new(bad, None, "p", Duration::from_secs(1)),
+                    Err(Failure::Input(_))
+                ),
+                "{bad}"
             );
         }
     }
@@ -559,15 +564,17 @@ mod tests {
                     .to_vec(),
             ))
             .unwrap();
-        assert_eq!(ok.data, json!({ "promise" : {} }));
+        assert_eq!(ok.data, json!({ "promise": {} }));
         let refused = answer((
             404,
             br#"{"kind":"promise.get","head":{"status":404},"data":"Promise not found"}"#
-                .to_vec(),
+                .to_vec()
         ));
         assert!(
-            matches!(refused, Err(Failure::Refused { status : 404, message }) if message
-            == "Promise not found")
+            matches!(
+                refused, Err(Failure::Refused { status : 404, message }) if message ==
+                "Promise not found"
+            )
         );
         let too_large = answer((
             413,
@@ -594,8 +601,10 @@ mod tests {
             )
             .unwrap();
         assert!(
-            matches!(c.call("promise.get", json!({ "id" : "x" })),
-            Err(Failure::Unreachable(_)))
+            matches!(
+                c.call("promise.get", json!({ "id" : "x" })),
+                Err(Failure::Unreachable(_))
+            )
         );
     }
 }

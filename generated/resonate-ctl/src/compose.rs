@@ -27,7 +27,9 @@ pub fn run_kind(
         merge(&mut data, build(&sub.request, inputs, now)?);
     } else if let Some((field, subs)) = kind.subs {
         let names: Vec<&str> = subs.iter().map(|s| s.name).collect();
-        return Err(Failure::Input(format!("{field}: give one of {}", names.join(", "))));
+        return Err(
+            Failure::Input(format!("{field}: give one of {}", names.join(", "))),
+        );
     }
     let mut answer = client.call(kind.name, data.clone())?;
     let list = answer

@@ -50,7 +50,11 @@ fn main() -> ExitCode {
                     eprintln!("{message}");
                     if as_json {
                         println!(
-                            "{}", json!({ "status" : status, "message" : message })
+                            "{}",
+                            json!({
+                                "status": status,
+                                "message": message,
+                            })
                         );
                     }
                 }

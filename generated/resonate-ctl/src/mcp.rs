@@ -477,25 +477,25 @@ fn collect(
             continue
         };
         let bad = || Failure::Input(
-            format!("{}: {value} is not {}", arg.property, schema(arg) ["type"]),
+            format!("{}: {value} is not {}", arg.property, schema(arg)["type"]),
         );
         let texts = match (arg.ty, value) {
             (Type::Value, v) => vec![v.to_string()],
             (Type::Tags, Value::Object(tags)) => {
                 tags.iter()
-                    .map(|(k, v)| {
-                        format!(
-                            "{k}={}", v.as_str().map_or(v.to_string(), str::to_string)
-                        )
-                    })
+                    .map(|(k, v)| format!(
+                        "{k}={}",
+                        v.as_str().map_or(v.to_string(), str::to_string)
+                    ))
                     .collect()
             }
             (Type::TaskRefs, Value::Array(refs)) => {
                 refs.iter()
                     .map(|r| Some(
                         format!(
-                            "{}={}", r.get("id") ?.as_str() ?, r.get("version")
-                            ?.as_i64() ?
+                            "{}={}",
+                            r.get("id")?.as_str()?,
+                            r.get("version")?.as_i64()?
                         ),
                     ))
                     .collect::<Option<Vec<_>>>()
@@ -563,7 +563,7 @@ fn invoke_tool(
             Some(Value::Array(items)) => items.clone(),
             None | Some(Value::Null) => Vec::new(),
             Some(other) => {
-                vec![read_payload(& other.to_string()).map_err(Failure::Input) ?]
+                Vec::from([read_payload(&other.to_string()).map_err(Failure::Input)?])
             }
         },
         id: text("id"),
@@ -598,11 +598,15 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#,
             )
             .unwrap();
-        assert_eq!(reply["result"] ["protocolVersion"], PROTOCOL);
-        assert!(reply["result"] ["capabilities"] ["tools"].is_object());
+        assert_eq!(reply["result"]["protocolVersion"], PROTOCOL);
+        assert!(reply["result"]["capabilities"]["tools"].is_object());
         assert!(
-            handle(& mut offline(), "x",
-            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).is_none()
+            handle(
+                    &mut offline(),
+                    "x",
+                    r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                )
+                .is_none()
         );
         let unknown = handle(
                 &mut offline(),
@@ -610,10 +614,8 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":2,"method":"resources/list"}"#,
             )
             .unwrap();
-        assert_eq!(unknown["error"] ["code"], - 32601);
-        assert_eq!(
-            handle(& mut offline(), "x", "{").unwrap() ["error"] ["code"], - 32700
-        );
+        assert_eq!(unknown["error"]["code"], -32601);
+        assert_eq!(handle(&mut offline(), "x", "{").unwrap()["error"]["code"], -32700);
     }
 
     #[test]
@@ -624,16 +626,17 @@ mod tests {
                 .iter()
                 .find(|t| t["name"] == kind.tool)
                 .unwrap_or_else(|| panic!("no tool for {}", kind.name));
-            assert_eq!(tool["inputSchema"] ["type"], "object");
+            assert_eq!(tool["inputSchema"]["type"], "object");
             assert!(tool["description"].as_str().unwrap().contains(kind.doc));
             let name = tool["name"].as_str().unwrap();
             assert!(
-                name.len() <= 64 && name.chars().all(| c | c.is_ascii_alphanumeric() || c
-                == '_'), "{name}"
+                name.len() <= 64
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{name}"
             );
         }
         let create = tools.iter().find(|t| t["name"] == "promise_create").unwrap();
-        assert_eq!(create["inputSchema"] ["required"], json!(["id"]));
+        assert_eq!(create["inputSchema"]["required"], json!(["id"]));
         assert!(
             create["description"].as_str().unwrap().contains("timeout or timeout_at")
         );
@@ -647,10 +650,12 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"promise_get","arguments":{"id":"p"}}}"#,
             )
             .unwrap();
-        assert_eq!(reply["result"] ["isError"], true);
+        assert_eq!(reply["result"]["isError"], true);
         assert!(
-            reply["result"] ["content"] [0] ["text"].as_str().unwrap()
-            .starts_with("server unreachable")
+            reply["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("server unreachable")
         );
         let unknown = handle(
                 &mut offline(),
@@ -658,6 +663,6 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"nope"}}"#,
             )
             .unwrap();
-        assert_eq!(unknown["error"] ["code"], - 32602);
+        assert_eq!(unknown["error"]["code"], -32602);
     }
 }

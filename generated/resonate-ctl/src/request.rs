@@ -26,7 +26,10 @@ pub fn build(request: &Request, inputs: &Inputs, now: i64) -> Result<Value, Fail
         if let Some(other) = given.insert(arg.path, arg.flag) {
             return Err(
                 input(
-                    format!("--{other} and --{} set the same field; give one", arg.flag),
+                    format!(
+                        "--{other} and --{} set the same field; give one",
+                        arg.flag
+                    ),
                 ),
             );
         }
@@ -37,12 +40,14 @@ pub fn build(request: &Request, inputs: &Inputs, now: i64) -> Result<Value, Fail
             return Err(
                 input(
                     format!(
-                        "--{} is given {} times; give it once", arg.flag, texts.len()
+                        "--{} is given {} times; give it once",
+                        arg.flag,
+                        texts.len()
                     ),
                 ),
             );
         } else {
-            vec![convert(arg, & texts[0], now) ?]
+            Vec::from([convert(arg, &texts[0], now)?])
         };
         for value in &values {
             check(arg, value)?;
@@ -156,7 +161,9 @@ fn convert(arg: &Arg, text: &str, now: i64) -> Result<Value, Failure> {
             }
             Type::Choice(options) if options.contains(&text) => json!(text),
             Type::Choice(options) => {
-                return Err(at(format!("{text:?} is not one of {}", options.join(", "))));
+                return Err(
+                    at(format!("{text:?} is not one of {}", options.join(", "))),
+                );
             }
             Type::Const(value) => json!(value),
         },
@@ -262,16 +269,27 @@ mod tests {
         );
         let data = build(&kind("promise.create").request, &given, 1_000).unwrap();
         assert_eq!(
-            data, json!({ "id" : "p1", "timeoutAt" : 3_601_000, "tags" : { "env" : "dev",
-            "a" : "b=c" }, "param" : { "data" : "eyJmdW5jIjoiZm9vIn0=" } })
+            data,
+            json!({
+                "id": "p1",
+                "timeoutAt": 3_601_000,
+                "tags": {
+                    "env": "dev",
+                    "a": "b=c",
+                },
+                "param": {
+                    "data": "eyJmdW5jIjoiZm9vIn0=",
+                },
+            })
         );
         let absolute = inputs(&[("id", "p1"), ("timeout_at", "5000")]);
         assert_eq!(
-            build(& kind("promise.create").request, & absolute, 1_000).unwrap()
-            ["timeoutAt"], 5_000
+            build(&kind("promise.create").request, &absolute, 1_000)
+                .unwrap()["timeoutAt"],
+            5_000
         );
         let both = inputs(&[("id", "p1"), ("timeout", "1h"), ("timeout_at", "5000")]);
-        assert!(build(& kind("promise.create").request, & both, 0).is_err());
+        assert!(build(&kind("promise.create").request, &both, 0).is_err());
         let neither = inputs(&[("id", "p1")]);
         let Err(Failure::Input(why)) = build(
             &kind("promise.create").request,
@@ -299,10 +317,14 @@ mod tests {
             &[("id", "t1"), ("version", "1"), ("resolve", "true"), ("value", "3")],
         );
         let data = build(&kind("task.fulfill").request, &given, 0).unwrap();
-        assert_eq!(data["action"] ["kind"], "promise.settle");
+        assert_eq!(data["action"]["kind"], "promise.settle");
         assert_eq!(
-            data["action"] ["data"], json!({ "id" : "t1", "state" : "resolved", "value" :
-            { "data" : "Mw==" } })
+            data["action"]["data"],
+            json!({
+                "id": "t1",
+                "state": "resolved",
+                "value": { "data": "Mw==" },
+            })
         );
         let given = inputs(
             &[("id", "t1"), ("version", "1"), ("awaited", "a"), ("awaited", "b")],
@@ -310,8 +332,8 @@ mod tests {
         let data = build(&kind("task.suspend").request, &given, 0).unwrap();
         let actions = data["actions"].as_array().unwrap();
         assert_eq!(actions.len(), 2);
-        assert_eq!(actions[1] ["kind"], "promise.register_callback");
-        assert_eq!(actions[1] ["data"], json!({ "awaited" : "b", "awaiter" : "t1" }));
+        assert_eq!(actions[1]["kind"], "promise.register_callback");
+        assert_eq!(actions[1]["data"], json!({ "awaited": "b", "awaiter": "t1" }));
         let given = inputs(
             &[
                 ("pid", "w"),
@@ -323,13 +345,16 @@ mod tests {
         );
         let data = build(&kind("task.create").request, &given, 0).unwrap();
         assert_eq!(data["ttl"], 60_000);
-        assert_eq!(data["action"] ["data"] ["timeoutAt"], 60_000);
-        assert_eq!(data["action"] ["kind"], "promise.create");
+        assert_eq!(data["action"]["data"]["timeoutAt"], 60_000);
+        assert_eq!(data["action"]["kind"], "promise.create");
         let given = inputs(&[("tasks", "a=1"), ("tasks", "b:1=2"), ("pid", "w")]);
         let data = build(&kind("task.heartbeat").request, &given, 0).unwrap();
         assert_eq!(
-            data["tasks"], json!([{ "id" : "a", "version" : 1 }, { "id" : "b:1",
-            "version" : 2 }])
+            data["tasks"],
+            json!([
+                { "id": "a", "version": 1 },
+                { "id": "b:1", "version": 2 },
+            ])
         );
     }
 }

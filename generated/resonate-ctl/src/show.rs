@@ -36,8 +36,9 @@ pub fn answer(answer: &Answer, now: i64) -> String {
     ];
     if fields.keys().any(|k| !SHOWN.contains(&k.as_str())) {
         return format!(
-            "{}\n", serde_json::to_string_pretty(& crate ::values::decoded(data))
-            .unwrap_or_default()
+            "{}\n",
+            serde_json::to_string_pretty(&crate::values::decoded(data))
+                .unwrap_or_default()
         );
     }
     let mut out = String::new();
@@ -91,7 +92,9 @@ pub fn answer(answer: &Answer, now: i64) -> String {
     }
     if let Some(cursor) = data.get("cursor").and_then(Value::as_str) {
         let _ = writeln!(
-            out, "more: --cursor {} (or --all)", crate ::cli::quote(cursor)
+            out,
+            "more: --cursor {} (or --all)",
+            crate::cli::quote(cursor)
         );
     }
     out
@@ -222,8 +225,10 @@ fn task_line(t: &Value, _now: i64) -> String {
 
 fn schedule_line(s: &Value, now: i64) -> String {
     format!(
-        "{}  {}  next {}", text(s, "id"), crate ::cli::quote(& text(s, "cron")), time(s,
-        "nextRunAt", now)
+        "{}  {}  next {}",
+        text(s, "id"),
+        crate::cli::quote(&text(s, "cron")),
+        time(s, "nextRunAt", now)
     )
 }
 
@@ -235,10 +240,14 @@ pub fn tree(node: &Node) -> String {
             (false, true) => "└── ",
             (false, false) => "├── ",
         };
-        let func = func_of(&node.promise).map(|f| format!("  {f}")).unwrap_or_default();
+        let func = func_of(&node.promise)
+            .map(|f| format!("  {f}"))
+            .unwrap_or_default();
         let _ = writeln!(
-            out, "{prefix}{branch}{}  {}{func}", text(& node.promise, "id"), text(& node
-            .promise, "state")
+            out,
+            "{prefix}{branch}{}  {}{func}",
+            text(&node.promise, "id"),
+            text(&node.promise, "state")
         );
         let child_prefix = match (root, last) {
             (true, _) => String::new(),
@@ -281,9 +290,15 @@ mod tests {
             1_000,
         );
         assert!(text.contains("promise  wire.p1\n"), "{text}");
-        assert!(text.contains("param    {\"func\":\"foo\"}  (headers h=v)\n"), "{text}");
-        assert!(text.contains("timeout  1970-01-01T00:01:01.000Z (in 1m)\n"), "{text}");
-        assert!(! text.contains("settled"), "{text}");
+        assert!(
+            text.contains("param    {\"func\":\"foo\"}  (headers h=v)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("timeout  1970-01-01T00:01:01.000Z (in 1m)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("settled"), "{text}");
     }
 
     #[test]
@@ -303,14 +318,32 @@ mod tests {
             ],
         };
         assert_eq!(
-            tree(& root),
+            tree(&root),
             "r  pending\n├── r.1  resolved\n│   └── r.1.1  resolved\n└── r.2  pending\n"
         );
     }
 
     #[test]
     fn empty_answers_say_ok() {
-        assert_eq!(answer(& Answer { status : 200, data : json!({}) }, 0), "ok\n");
-        assert_eq!(answer(& Answer { status : 200, data : json!([]) }, 0), "ok\n");
+        assert_eq!(
+            answer(
+                &Answer {
+                    status: 200,
+                    data: json!({}),
+                },
+                0,
+            ),
+            "ok\n"
+        );
+        assert_eq!(
+            answer(
+                &Answer {
+                    status: 200,
+                    data: json!([]),
+                },
+                0,
+            ),
+            "ok\n"
+        );
     }
 }

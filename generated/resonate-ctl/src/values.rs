@@ -17,11 +17,9 @@ pub fn now_ms() -> i64 {
 
 /// `90s`, `1m`, `1h30m`, `2d`, `500ms` or a bare number of milliseconds -> milliseconds.
 pub fn parse_duration(text: &str) -> Result<i64, String> {
-    let bad = || {
-        format!(
-            "{text:?} is not a duration (write 500ms, 30s, 5m, 1h30m, 2d, or plain milliseconds)"
-        )
-    };
+    let bad = || format!(
+        "{text:?} is not a duration (write 500ms, 30s, 5m, 1h30m, 2d, or plain milliseconds)"
+    );
     let text = text.trim();
     if text.is_empty() {
         return Err(bad());
@@ -55,7 +53,7 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
 /// Milliseconds -> the shortest of `1h30m`, `45s`, `250ms`.
 pub fn format_duration(ms: i64) -> String {
     if ms < 0 {
-        return format!("-{}", format_duration(- ms));
+        return format!("-{}", format_duration(-ms));
     }
     if ms < 1_000 {
         return format!("{ms}ms");
@@ -78,11 +76,9 @@ pub fn parse_instant(text: &str, now: i64) -> Result<i64, String> {
         None => {
             text.trim()
                 .parse()
-                .map_err(|_| {
-                    format!(
-                        "{text:?} is not an instant (Unix milliseconds, or +DURATION from now)"
-                    )
-                })
+                .map_err(|_| format!(
+                    "{text:?} is not an instant (Unix milliseconds, or +DURATION from now)"
+                ))
         }
     }
 }
@@ -108,7 +104,7 @@ pub fn format_instant_relative(ms: i64, now: i64) -> String {
     } else if delta >= 0 {
         format!("in {}", format_duration(delta))
     } else {
-        format!("{} ago", format_duration(- delta))
+        format!("{} ago", format_duration(-delta))
     };
     format!("{} ({when})", format_instant(ms))
 }
@@ -279,17 +275,25 @@ mod tests {
     #[test]
     fn values_are_base64_json_like_the_sdks_write_them() {
         assert_eq!(
-            encode_value(& json!({ "func" : "foo" })), json!({ "data" :
-            "eyJmdW5jIjoiZm9vIn0=" })
+            encode_value(&json!({ "func": "foo" })),
+            json!({
+                "data": "eyJmdW5jIjoiZm9vIn0=",
+            })
         );
-        assert_eq!(encode_value(& json!("done")), json!({ "data" : "ImRvbmUi" }));
-        assert_eq!(decode_value(& json!({ "data" : "e30=" })), Some(json!({})));
-        assert_eq!(decode_value(& json!({})), None);
-        assert_eq!(read_payload("{\"a\": 1}"), Ok(json!({ "a" : 1 })));
+        assert_eq!(
+            encode_value(&json!("done")),
+            json!({ "data": "ImRvbmUi" })
+        );
+        assert_eq!(
+            decode_value(&json!({ "data": "e30=" })),
+            Some(json!({}))
+        );
+        assert_eq!(decode_value(&json!({})), None);
+        assert_eq!(read_payload("{\"a\": 1}"), Ok(json!({ "a": 1 })));
         assert_eq!(read_payload("hello"), Ok(json!("hello")));
         for n in 0..40u8 {
             let bytes: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
-            assert_eq!(base64_decode(& base64_encode(& bytes)), Some(bytes));
+            assert_eq!(base64_decode(&base64_encode(&bytes)), Some(bytes));
         }
         assert_eq!(base64_decode("not base64!"), None);
     }
@@ -306,9 +310,12 @@ mod tests {
         });
         let shown = decoded(&json!({ "promise": promise }));
         assert_eq!(
-            shown["promise"] ["param"], json!({ "data" : { "func" : "foo" }, "headers" :
-            { "h" : "v" } })
+            shown["promise"]["param"],
+            json!({
+                "data": { "func": "foo" },
+                "headers": { "h": "v" },
+            })
         );
-        assert_eq!(shown["promise"] ["value"], json!({}));
+        assert_eq!(shown["promise"]["value"], json!({}));
     }
 }

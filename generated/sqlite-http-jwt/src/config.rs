@@ -83,7 +83,9 @@ const HELP: &str = "resonate-sqlite-http-jwt: a Resonate protocol 2026-04-01 ser
 
 /// The `--version` text.
 const VERSION: &str = concat!(
-    env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"),
+    env!("CARGO_PKG_NAME"),
+    " ",
+    env!("CARGO_PKG_VERSION"),
     " (Resonate protocol 2026-04-01)"
 );
 
@@ -224,11 +226,9 @@ impl Config {
             "server-port" => {
                 self.server_port = value
                     .parse()
-                    .map_err(|_| {
-                        format!(
-                            "{source}: expected a port number from 0 to 65535, got '{value}'"
-                        )
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a port number from 0 to 65535, got '{value}'"
+                    ))?;
             }
             "server-bind" => {
                 self.server_bind = value.to_string();
@@ -256,9 +256,9 @@ impl Config {
             "tasks-retry-timeout" => {
                 self.tasks_retry_timeout = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.tasks_retry_timeout < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -266,9 +266,9 @@ impl Config {
             "timeouts-poll-interval" => {
                 self.timeouts_poll_interval = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.timeouts_poll_interval < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -284,9 +284,9 @@ impl Config {
             "transports-http-push-request-timeout" => {
                 self.transports_http_push_request_timeout = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.transports_http_push_request_timeout < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -294,9 +294,9 @@ impl Config {
             "messages-retry-cap" => {
                 self.messages_retry_cap = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.messages_retry_cap < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -388,11 +388,9 @@ impl Config {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| {
-                format!(
-                    "--storage-sqlite-path: cannot create '{lock_path}' beside the database: {e}"
-                )
-            })?;
+            .map_err(|e| format!(
+                "--storage-sqlite-path: cannot create '{lock_path}' beside the database: {e}"
+            ))?;
         match lock.try_lock() {
             Ok(()) => {
                 let _ = LOCK.set(lock);
@@ -517,7 +515,8 @@ mod flag_tests {
         let mut typo: Vec<char> = flag.chars().collect();
         typo.swap(1, 2);
         assert_eq!(
-            suggestion(& typo.into_iter().collect::< String > ()), Some(flag),
+            suggestion(&typo.into_iter().collect::<String>()),
+            Some(flag),
             "two letters swapped"
         );
         assert_eq!(suggestion("nothing-like-it"), None);
@@ -542,7 +541,7 @@ mod flag_tests {
             "ftp://x",
             "http://a b",
         ] {
-            assert!(! is_url(bad), "{bad}");
+            assert!(!is_url(bad), "{bad}");
         }
     }
 }

@@ -46,7 +46,9 @@ pub fn set_log_level(name: &str) -> Result<(), String> {
         "info" => Level::Info,
         "debug" => Level::Debug,
         _ => {
-            return Err(format!("level must be error, warn, info or debug, got '{name}'"));
+            return Err(
+                format!("level must be error, warn, info or debug, got '{name}'"),
+            );
         }
     };
     LOG_LEVEL.store(level as u8, Ordering::Relaxed);

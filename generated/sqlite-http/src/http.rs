@@ -49,15 +49,15 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let service = Service::open(&config, settings.clone(), enqueued.clone()).await?;
     let listener = TcpListener::bind((config.server_bind.as_str(), config.server_port))
         .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on {}:{}: {e}", config.server_bind, config.server_port
-            )
-        })?;
+        .map_err(|e| format!(
+            "cannot listen on {}:{}: {e}",
+            config.server_bind,
+            config.server_port
+        ))?;
     crate::log!(
         Info,
         "listening on http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?,
+        listener.local_addr().map_err(|e| e.to_string())?
     );
     let hub = Arc::new(Hub::default());
     tokio::spawn(

@@ -1766,7 +1766,7 @@ fn warn_if_seconds(request: &Request) {
         "{kind} {id:?}: timeoutAt {timeout_at} is {} days after 1970-01-01 in Unix milliseconds, so the promise \
          is created already timed out; timeoutAt is in milliseconds (did you mean {}?)",
         timeout_at / 86_400_000,
-        timeout_at.saturating_mul(1000),
+        timeout_at.saturating_mul(1000)
     );
 }
 

@@ -69,7 +69,9 @@ const HELP: &str = "resonate-sqlite-nats: a Resonate protocol 2026-04-01 server 
 
 /// The `--version` text.
 const VERSION: &str = concat!(
-    env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"),
+    env!("CARGO_PKG_NAME"),
+    " ",
+    env!("CARGO_PKG_VERSION"),
     " (Resonate protocol 2026-04-01)"
 );
 
@@ -215,9 +217,9 @@ impl Config {
             "tasks-retry-timeout" => {
                 self.tasks_retry_timeout = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.tasks_retry_timeout < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -225,9 +227,9 @@ impl Config {
             "timeouts-poll-interval" => {
                 self.timeouts_poll_interval = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.timeouts_poll_interval < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -243,9 +245,9 @@ impl Config {
             "messages-retry-cap" => {
                 self.messages_retry_cap = value
                     .parse()
-                    .map_err(|_| {
-                        format!("{source}: expected a whole number, got '{value}'")
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a whole number, got '{value}'"
+                    ))?;
                 if self.messages_retry_cap < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
@@ -327,11 +329,9 @@ impl Config {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| {
-                format!(
-                    "--storage-sqlite-path: cannot create '{lock_path}' beside the database: {e}"
-                )
-            })?;
+            .map_err(|e| format!(
+                "--storage-sqlite-path: cannot create '{lock_path}' beside the database: {e}"
+            ))?;
         match lock.try_lock() {
             Ok(()) => {
                 let _ = LOCK.set(lock);
@@ -456,7 +456,8 @@ mod flag_tests {
         let mut typo: Vec<char> = flag.chars().collect();
         typo.swap(1, 2);
         assert_eq!(
-            suggestion(& typo.into_iter().collect::< String > ()), Some(flag),
+            suggestion(&typo.into_iter().collect::<String>()),
+            Some(flag),
             "two letters swapped"
         );
         assert_eq!(suggestion("nothing-like-it"), None);
@@ -476,7 +477,7 @@ mod flag_tests {
             "http://x",
             "nats://a b",
         ] {
-            assert!(! is_url(bad), "{bad}");
+            assert!(!is_url(bad), "{bad}");
         }
     }
 }

@@ -172,7 +172,7 @@ async fn deliver(store: &Store, publisher: &Publisher, rows: Vec<Outgoing>) {
                 crate::log!(
                     Warn,
                     "cannot deliver to {address} (attempt {}): {why}",
-                    attempts + 1,
+                    attempts + 1
                 );
                 out.failed.push((key, message, now() + backoff(attempts)));
             }
@@ -186,7 +186,7 @@ async fn deliver(store: &Store, publisher: &Publisher, rows: Vec<Outgoing>) {
         Ok(dropped) => {
             crate::log!(
                 Warn,
-                "dropped {dropped} failed messages over messages-retry-cap",
+                "dropped {dropped} failed messages over messages-retry-cap"
             )
         }
         Err(e) => crate::log!(Error, "cannot update the outbox: {e}"),

@@ -60,11 +60,10 @@ impl Endpoint {
     fn parse(url: &str) -> Result<Endpoint, String> {
         let rest = url
             .strip_prefix("nats://")
-            .ok_or_else(|| {
-                format!(
-                    "nats-url must look like nats://host:port, got '{}'", redact(url)
-                )
-            })?;
+            .ok_or_else(|| format!(
+                "nats-url must look like nats://host:port, got '{}'",
+                redact(url)
+            ))?;
         let (userinfo, host) = match rest.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, rest),
@@ -73,7 +72,8 @@ impl Endpoint {
         if host.is_empty() || host.contains('/') {
             return Err(
                 format!(
-                    "nats-url must look like nats://host:port, got '{}'", redact(url)
+                    "nats-url must look like nats://host:port, got '{}'",
+                    redact(url)
                 ),
             );
         }
@@ -147,28 +147,28 @@ pub async fn serve(config: Config) -> Result<(), String> {
         );
     }
     let subscribe = format!(
-        "SUB {}.> {} 1\r\n", config.nats_api_prefix, config.nats_queue_group
-    )
+            "SUB {}.> {} 1\r\n",
+            config.nats_api_prefix,
+            config.nats_queue_group,
+        )
         .into_bytes();
     let enqueued = Arc::new(Notify::new());
     let settings = Arc::new(config.settings());
     let service = Arc::new(
-        Service::open(&config, settings.clone(), enqueued.clone()).await?,
+        Service::open(&config, settings.clone(), enqueued.clone()).await?
     );
     let mut connection = connect(&endpoint, &subscribe)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot connect to NATS at {}: {e} (is nats-server running? see --nats-url)",
-                redact(& config.nats_url)
-            )
-        })?;
+        .map_err(|e| format!(
+            "cannot connect to NATS at {}: {e} (is nats-server running? see --nats-url)",
+            redact(&config.nats_url)
+        ))?;
     crate::log!(
         Info,
         "taking requests on {}.> in queue group {} from nats://{}",
         config.nats_api_prefix,
         config.nats_queue_group,
-        endpoint.address,
+        endpoint.address
     );
     let (publisher, mut frames) = Publisher::new();
     tokio::spawn(
@@ -186,7 +186,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
                     crate::log!(
                         Warn,
                         "cannot reconnect to NATS at nats://{}: {e}",
-                        endpoint.address,
+                        endpoint.address
                     );
                     wait = (wait * 2).min(RECONNECT_MAX);
                 }
@@ -221,8 +221,8 @@ async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, St
                 let Some(info) = info.strip_prefix("INFO ") else {
                     return Err(
                         format!(
-                            "not a NATS server (it said '{}')", info.chars().take(80)
-                            .collect::< String > ()
+                            "not a NATS server (it said '{}')",
+                            info.chars().take(80).collect::<String>()
                         ),
                     );
                 };
@@ -240,7 +240,7 @@ async fn connect(endpoint: &Endpoint, subscribe: &[u8]) -> Result<Connection, St
                         "PONG" => break,
                         "-ERR" => {
                             return Err(
-                                format!("the NATS server refused: {}", & line[4..].trim()),
+                                format!("the NATS server refused: {}", &line[4..].trim()),
                             );
                         }
                         _ => {}
@@ -409,7 +409,7 @@ async fn answer(service: &Service, publisher: &Publisher, message: Message) {
                 None => {
                     crate::log!(
                         Warn,
-                        "dropped a request whose {REPLY_HEADER} header is not a subject: '{bad}'",
+                        "dropped a request whose {REPLY_HEADER} header is not a subject: '{bad}'"
                     );
                     return;
                 }
@@ -421,7 +421,7 @@ async fn answer(service: &Service, publisher: &Publisher, message: Message) {
                 None => {
                     crate::log!(
                         Warn,
-                        "dropped a request with no {REPLY_HEADER} header and no reply subject",
+                        "dropped a request with no {REPLY_HEADER} header and no reply subject"
                     );
                     return;
                 }
@@ -439,7 +439,7 @@ async fn answer(service: &Service, publisher: &Publisher, message: Message) {
             crate::log!(
                 Error,
                 "an answer of {} bytes is over the NATS server's max_payload of {max}",
-                body.len(),
+                body.len()
             );
             let (kind, corr_id) = salvage(&message.payload);
             let too_big = response_too_large(&kind, &corr_id, body.len(), max);
