@@ -11,12 +11,14 @@
 use anyhow::{bail, Context, Result};
 use resonate_gen::manifest::{Auth, Manifest, Store, Transport};
 use resonate_gen::conform::Running;
+use resonate_tests::server::Database;
 use resonate_gen::Repo;
 use resonate_tests::jwt::AdminKey;
 use resonate_tests::nats::{self, Nats};
 use resonate_tests::transport::{Endpoint, NatsEndpoint, REPLY_TO};
 use serde::Deserialize;
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -94,6 +96,8 @@ struct Measured {
     lines: usize,
     /// Start to first response, in ms, sorted.
     starts_ms: Vec<f64>,
+    /// Start-up on a store an earlier start created (schema in place), sorted.
+    restarts_ms: Vec<f64>,
     rss_start_kb: Option<u64>,
     rss_after_kb: Option<u64>,
     loads: Vec<Load>,
@@ -147,19 +151,29 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
         Auth::None => None,
     };
     let jwt = jwt.as_ref();
-    say(format!("start-up: {} cold starts, each on a fresh store", plan.starts));
-    let mut starts_ms = (0..plan.starts)
-        .map(|i| Ok(start(&server, m, &scratch.dir(&format!("start{i}"))?, jwt)?.1.as_secs_f64() * 1000.0))
-        .collect::<Result<Vec<f64>>>()?;
-    starts_ms.sort_by(f64::total_cmp);
     say(format!(
-        "start-up min {:.1} / median {:.1} / max {:.1} ms",
-        starts_ms[0],
-        median(&starts_ms),
-        starts_ms[starts_ms.len() - 1]
+        "start-up: {} cold starts, each on a fresh store, each followed by a restart on that store",
+        plan.starts
     ));
+    let (mut starts_ms, mut restarts_ms) = (Vec::new(), Vec::new());
+    for i in 0..plan.starts {
+        let dir = scratch.dir(&format!("start{i}"))?;
+        let (store, database) = resonate_gen::conform::fresh_store(m, &dir)?;
+        let (first, took) = start(&server, m, &dir, jwt, store.clone(), database)?;
+        starts_ms.push(took.as_secs_f64() * 1000.0);
+        let database = first.process.into_database();
+        let (_, took) = start(&server, m, &dir, jwt, store, database)?;
+        restarts_ms.push(took.as_secs_f64() * 1000.0);
+    }
+    starts_ms.sort_by(f64::total_cmp);
+    restarts_ms.sort_by(f64::total_cmp);
+    for (what, ms) in [("fresh store", &starts_ms), ("restart", &restarts_ms)] {
+        say(format!("start-up ({what}) min {:.1} / median {:.1} / max {:.1} ms", ms[0], median(ms), ms[ms.len() - 1]));
+    }
 
-    let (mut running, _) = start(&server, m, &scratch.dir("load")?, jwt)?;
+    let dir = scratch.dir("load")?;
+    let (store, database) = resonate_gen::conform::fresh_store(m, &dir)?;
+    let (mut running, _) = start(&server, m, &dir, jwt, store, database)?;
     let endpoint = running.endpoint.clone();
     let log = scratch.0.join("load").join("server.log");
     std::thread::sleep(SETTLE);
@@ -191,7 +205,7 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
         Transport::Nats => Nats::connect(nats::LOCAL).ok().and_then(|n| n.info()["version"].as_str().map(str::to_owned)),
     };
     let measured =
-        Measured { binary_bytes, crates, lines, starts_ms, rss_start_kb, rss_after_kb, loads, busy, nats_version };
+        Measured { binary_bytes, crates, lines, starts_ms, restarts_ms, rss_start_kb, rss_after_kb, loads, busy, nats_version };
     let report = markdown(repo, m, &measured, plan, opts);
     println!("{report}");
     if opts.quick && !opts.write {
@@ -313,12 +327,18 @@ struct Server {
     endpoint: Endpoint,
 }
 
-/// Starts the server with a fresh store (logging into `dir`) on a free loopback port, or for a
-/// NATS target on subjects and a queue group of its own on the local NATS server (the flags
-/// `resonate-gen conform` gives it), and waits for its first answer to a `promise.get`; also
-/// returns the time from process start to that answer.
-fn start(bin: &Path, m: &Manifest, dir: &Path, jwt: Option<&AdminKey>) -> Result<(Server, Duration)> {
-    let (store, database) = resonate_gen::conform::fresh_store(m, dir)?;
+/// Starts the server on `store` (the flags of [`resonate_gen::conform::fresh_store`]; logging
+/// into `dir`) on a free loopback port, or for a NATS target on subjects and a queue group of its
+/// own on the local NATS server (the flags `resonate-gen conform` gives it), and waits for its
+/// first answer to a `promise.get`; also returns the time from process start to that answer.
+fn start(
+    bin: &Path,
+    m: &Manifest,
+    dir: &Path,
+    jwt: Option<&AdminKey>,
+    store: Vec<OsString>,
+    database: Option<Database>,
+) -> Result<(Server, Duration)> {
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut cmd = Command::new(bin);
     let endpoint = resonate_gen::conform::fresh_endpoint(m, &mut cmd)?;
@@ -551,7 +571,7 @@ fn markdown(repo: &Repo, m: &Manifest, r: &Measured, plan: &Plan, opts: &Options
         .iter()
         .map(|k| r.promise_kind(16, k).map(|k| k.per_sec))
         .sum::<Option<f64>>();
-    let starts = &r.starts_ms;
+    let (starts, restarts) = (&r.starts_ms, &r.restarts_ms);
     let mut s = String::new();
     let w = &mut s;
     let _ = writeln!(w, "# Benchmark: {}\n", m.name);
@@ -621,11 +641,19 @@ fn markdown(repo: &Repo, m: &Manifest, r: &Measured, plan: &Plan, opts: &Options
     let _ = writeln!(w, "| lines of generated Rust (src/) | {} | |", group(r.lines as u64));
     let _ = writeln!(
         w,
-        "| start to first response, {} cold starts (min / median / max) | {:.1} / {:.1} / {:.1} ms | |",
+        "| start to first response on a fresh store (creates it), {} cold starts (min / median / max) | {:.1} / {:.1} / {:.1} ms | |",
         starts.len(),
         starts[0],
         median(starts),
         starts[starts.len() - 1]
+    );
+    let _ = writeln!(
+        w,
+        "| start to first response on an existing store (a restart), {} cold starts (min / median / max) | {:.1} / {:.1} / {:.1} ms | |",
+        restarts.len(),
+        restarts[0],
+        median(restarts),
+        restarts[restarts.len() - 1]
     );
     let _ = writeln!(w, "| idle RSS after start | {} | |", mib(r.rss_start_kb));
     let _ = writeln!(w, "| idle RSS after the load runs | {} | |", mib(r.rss_after_kb));

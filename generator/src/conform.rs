@@ -19,12 +19,17 @@ use std::time::{Duration, Instant};
 /// A server process that is killed when dropped, then the database it had to itself.
 pub struct Running {
     pub child: Child,
-    _database: Option<Database>,
+    database: Option<Database>,
 }
 
 impl Running {
     pub fn new(child: Child, database: Option<Database>) -> Running {
-        Running { child, _database: database }
+        Running { child, database }
+    }
+
+    /// Kills the process and hands back its database, which then outlives it (for a restart).
+    pub fn into_database(mut self) -> Option<Database> {
+        self.database.take()
     }
 }
 
