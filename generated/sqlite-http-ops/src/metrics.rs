@@ -68,7 +68,7 @@ const SCHEDULE_PROMISES_TOTAL: Family = Family {
 const MESSAGES_QUEUED: Family = Family {
     name: "resonate_messages_queued",
     kind: "gauge",
-    help: "Messages in the outbox by address, delivered or not yet due",
+    help: "Messages in the outbox by address not yet delivered (due now, held by a stream or push, or backed off)",
 };
 
 /// `resonate_messages_retrying`.
