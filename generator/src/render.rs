@@ -104,6 +104,9 @@ pub struct MetricView {
     pub kind: String,
     /// The help text as a Rust string literal.
     pub help: String,
+    /// The help text itself.
+    pub doc: String,
+    pub labels: Vec<String>,
     pub official: bool,
 }
 
@@ -459,6 +462,8 @@ impl<'a> Ctx<'a> {
                 name: f.name.clone(),
                 kind: f.kind.clone(),
                 help: format!("{:?}", f.help),
+                doc: f.help.clone(),
+                labels: f.labels.clone(),
                 official: f.source == "official",
             })
             .collect()
