@@ -4,7 +4,7 @@
 //! stops them. The suite inherits the environment, so `RESONATE_TRACES_DIR` and
 //! `RESONATE_TRACES_REQUIRED` reach its traces section.
 
-use crate::manifest::{Auth, Manifest, Transport};
+use crate::manifest::{Auth, Manifest, Metrics, Transport};
 use resonate_tests::jwt::AdminKey;
 use crate::Repo;
 use anyhow::{bail, Context, Result};
@@ -70,8 +70,14 @@ fn cargo(repo: &Repo, args: &[&str]) -> Result<()> {
 }
 
 /// Gives the server in `cmd` a place of its own and says where it is: a free loopback port, or
-/// (a NATS target) subjects and a queue group of its own on the local NATS server.
+/// (a NATS target) subjects and a queue group of its own on the local NATS server. A target
+/// with metrics also gets a free metrics port, so servers started together do not all claim
+/// the default 9090.
 pub fn fresh_endpoint(m: &Manifest, cmd: &mut Command) -> Result<Endpoint> {
+    if m.metrics == Metrics::Prometheus {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        cmd.args(["--observability-metrics-port", &port.to_string()]);
+    }
     Ok(match m.transport {
         Transport::Http => {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();

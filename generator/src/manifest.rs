@@ -162,6 +162,14 @@ impl Manifest {
                 );
             }
         }
+        if m.metrics == Metrics::Prometheus && (m.transport != Transport::Http || m.store == Store::Mysql) {
+            bail!(
+                "{}: metrics: prometheus is rendered for the sqlite and postgres stores over http only (its \
+                 /metrics listener reuses the HTTP transport's hyper server, and the store census is written for \
+                 SQLite and PostgreSQL); use metrics: none here",
+                path.display()
+            );
+        }
         let expected = Manifest::name_for(m.store, m.transport, m.auth, m.variant.as_deref());
         if stem != expected {
             let auth = match m.auth {

@@ -96,6 +96,20 @@ pub struct RequestView {
     pub response: String,
 }
 
+/// One metric family of spec/metrics.yaml, for templates/transport/http/metrics.rs.
+pub struct MetricView {
+    /// The Rust constant: the name without `resonate_`, in upper case.
+    pub ident: String,
+    pub name: String,
+    pub kind: String,
+    /// The help text as a Rust string literal.
+    pub help: String,
+    /// The help text itself.
+    pub doc: String,
+    pub labels: Vec<String>,
+    pub official: bool,
+}
+
 pub struct RequestFieldView {
     pub wire: String,
     pub rust: String,
@@ -436,6 +450,30 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// The metric families of spec/metrics.yaml this target's store carries.
+    pub fn metric_families(&self) -> Vec<MetricView> {
+        self.spec
+            .metrics
+            .families
+            .iter()
+            .filter(|f| f.stores.as_ref().is_none_or(|s| s.iter().any(|s| s == self.target.store.name())))
+            .map(|f| MetricView {
+                ident: f.name.trim_start_matches("resonate_").to_uppercase(),
+                name: f.name.clone(),
+                kind: f.kind.clone(),
+                help: format!("{:?}", f.help),
+                doc: f.help.clone(),
+                labels: f.labels.clone(),
+                official: f.source == "official",
+            })
+            .collect()
+    }
+
+    /// The histogram bucket bounds of spec/metrics.yaml as Rust `f64` literals.
+    pub fn metric_buckets(&self) -> String {
+        self.spec.metrics.buckets.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>().join(", ")
+    }
+
     /// The protocol requests (not `debug.*`).
     pub fn protocol_requests(&self) -> impl Iterator<Item = &RequestView> {
         self.requests.iter().filter(|r| !r.debug)
@@ -487,6 +525,7 @@ templates! {
     ServiceRs => "server/service.rs",
     HttpRs => "transport/http/http.rs",
     DeliveryRs => "transport/http/delivery.rs",
+    MetricsRs => "transport/http/metrics.rs",
     NatsDeliveryRs => "transport/nats/delivery.rs",
     SqliteStore => "store/sqlite/store.rs",
     PostgresStore => "store/postgres/store.rs",
@@ -544,6 +583,9 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
         Transport::Http => {
             add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
             add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
+            if c.metrics {
+                add("src/metrics.rs", "transport/http/metrics.rs", MetricsRs { c: &c }.render())?;
+            }
         }
         Transport::Nats => {
             add("src/nats.rs", "transport/nats/nats.rs", Ok(include_str!("../../templates/transport/nats/nats.rs").to_string()))?;

@@ -25,6 +25,35 @@ pub struct Spec {
     pub auth: Auth,
     /// What resonate-ctl says beyond the protocol (`ctl.yaml`).
     pub ctl: Ctl,
+    /// Prometheus metrics of targets with `metrics: prometheus` (`metrics.yaml`).
+    pub metrics: Metrics,
+}
+
+/// `metrics.yaml`: the metric families `/metrics` serves, and their label values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Upper bounds in seconds of the duration histograms' buckets.
+    pub buckets: Vec<f64>,
+    /// Every status a request can be answered with.
+    pub statuses: Vec<u16>,
+    /// The `kind` label of a request whose kind kinds.yaml does not list.
+    pub unknown_kind: String,
+    pub families: Vec<MetricFamily>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricFamily {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub labels: Vec<String>,
+    pub help: String,
+    /// `official` or `ours`.
+    pub source: String,
+    /// Only targets with one of these stores carry the metric (all when absent).
+    pub stores: Option<Vec<String>>,
 }
 
 /// `ctl.yaml`: the command line's words beyond the protocol (samples, verbs, extra help).
@@ -571,6 +600,7 @@ impl Spec {
             choices: read_yaml(&dir.join("choices.yaml"))?,
             auth: read_yaml(&dir.join("auth.yaml"))?,
             ctl: read_yaml(&dir.join("ctl.yaml"))?,
+            metrics: read_yaml(&dir.join("metrics.yaml"))?,
         };
         spec.validate(dir)?;
         Ok(spec)
@@ -684,6 +714,21 @@ impl Spec {
                     a.served_by,
                     transports.join(", ")
                 );
+            }
+        }
+        let metrics = dir.join("metrics.yaml");
+        if let Some((id, e)) = self.errors.iter().find(|(_, e)| !self.metrics.statuses.contains(&e.status)) {
+            bail!("{}: at `statuses`: {} (errors.yaml `{id}`) is missing", metrics.display(), e.status);
+        }
+        if !self.metrics.buckets.windows(2).all(|w| w[0] < w[1]) {
+            bail!("{}: at `buckets`: bounds must increase", metrics.display());
+        }
+        for (i, f) in self.metrics.families.iter().enumerate() {
+            if !f.name.starts_with("resonate_") || !f.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                bail!("{}: at `families[{i}].name`: `{}` must be resonate_ and lowercase words", metrics.display(), f.name);
+            }
+            if !["counter", "gauge", "histogram"].contains(&f.kind.as_str()) || !["official", "ours"].contains(&f.source.as_str()) {
+                bail!("{}: at `families[{i}]`: type is counter, gauge or histogram; source official or ours", metrics.display());
             }
         }
         if let Some(unused) = self.errors.keys().find(|e| !used.contains(*e)) {

@@ -994,6 +994,9 @@ impl<'a, R: Records> Machine<'a, R> {
                     tags,
                 };
                 self.birth(create, at)?;
+{% if c.metrics %}
+                crate::metrics::schedule_promise();
+{% endif %}
             }
             s.last_run_at = Some(at);
             at = cron.as_ref().and_then(|c| c.next_after(at)).unwrap_or(i64::MAX);

@@ -18,6 +18,10 @@
 {% if c.jwt() %}
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
 {% endif %}
+{% if c.metrics %}
+//! `metrics` holds the counters the other modules bump and serves them, with the store's counts,
+//! at `GET /metrics` on a port of its own.
+{% endif %}
 
 {% if c.jwt() %}
 mod auth;
@@ -30,6 +34,9 @@ mod delivery;
 mod http;
 {% else %}
 mod nats;
+{% endif %}
+{% if c.metrics %}
+mod metrics;
 {% endif %}
 {% if c.machine() %}
 mod machine;

@@ -24,6 +24,10 @@ pub const TOO_LARGE: &str = "{{ c.spec.protocol.http.body_too_large.body }}";
 pub struct Answer {
     pub status: u16,
     pub body: String,
+{% if c.metrics %}
+    /// The request's kind as a `kind` label index of the request metrics.
+    pub kind: usize,
+{% endif %}
 }
 
 /// The request envelope. Unknown fields are ignored (SDKs add their own head fields).
@@ -81,8 +85,21 @@ impl Service {
     }
 {% endif %}
 
+{% if c.metrics %}
+    /// Answers one request envelope, and counts it by kind and status with its duration.
+    pub async fn handle(&self, body: &[u8]) -> Answer {
+        let started = std::time::Instant::now();
+        let answer = self.answer(body).await;
+        crate::metrics::request(answer.kind, answer.status, started.elapsed());
+        answer
+    }
+
+    /// Answers one request envelope.
+    async fn answer(&self, body: &[u8]) -> Answer {
+{% else %}
     /// Answers one request envelope.
     pub async fn handle(&self, body: &[u8]) -> Answer {
+{% endif %}
         let env: Envelope = match serde_json::from_slice(body) {
             Ok(env) => env,
             Err(e) => {
@@ -143,7 +160,14 @@ async fn background(store: Store, settings: Arc<Settings>, interval: i64) {
     loop {
         ticks.tick().await;
         while !settings.paused.load(Ordering::Relaxed) {
+{% if c.metrics %}
+            let started = std::time::Instant::now();
+            let pass = store.run_rules(now()).await;
+            crate::metrics::background_pass(started.elapsed());
+            match pass {
+{% else %}
             match store.run_rules(now()).await {
+{% endif %}
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -190,7 +214,7 @@ fn envelope(kind: &str, corr_id: &str, status: u16, data: &str) -> Answer {
     body.push_str(r#"},"data":"#);
     body.push_str(data);
     body.push('}');
-    Answer { status, body }
+    Answer { status, body{% if c.metrics %}, kind: crate::metrics::kind(kind){% endif %} }
 }
 
 fn json_string(s: &str) -> String {

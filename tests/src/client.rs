@@ -173,8 +173,15 @@ impl Sse {
     /// (the body is empty on 200; otherwise it is read and the stream is `None`) and, on
     /// 200, the stream.
     pub fn open(addr: SocketAddr, path: &str) -> io::Result<(Response, Option<Sse>)> {
+        Sse::open_with(addr, path, &[])
+    }
+
+    /// [`Sse::open`] with more header fields (an `Authorization`, say).
+    pub fn open_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> io::Result<(Response, Option<Sse>)> {
         let mut conn = connect(addr, IO_TIMEOUT)?;
-        let message = encode_request(addr, "GET", path, &[("Accept", "text/event-stream")], &[]);
+        let mut fields = vec![("Accept", "text/event-stream")];
+        fields.extend_from_slice(headers);
+        let message = encode_request(addr, "GET", path, &fields, &[]);
         conn.get_mut().write_all(&message)?;
         let head =
             read_head(&mut conn)?.ok_or_else(|| eof("connection closed before a response"))?;

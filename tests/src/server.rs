@@ -55,6 +55,11 @@ pub fn has_auth(target: &str) -> bool {
     manifest(target)["auth"].as_str() == Some("jwt")
 }
 
+/// Whether `target` serves Prometheus metrics on a port of its own (`metrics: prometheus`).
+pub fn has_metrics(target: &str) -> bool {
+    manifest(target)["metrics"].as_str() == Some("prometheus")
+}
+
 /// `targets/<target>.yaml`, or null for a binary that is no target (a mutant, say).
 fn manifest(target: &str) -> serde_yaml::Value {
     let path = repo_root().join("targets").join(format!("{target}.yaml"));
@@ -248,6 +253,8 @@ pub struct Server {
     log_shown: bool,
     /// The database of a PostgreSQL target, shared by its replicas.
     pub database: Option<Arc<Database>>,
+    /// Where a target with metrics serves `GET /metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Server {
@@ -299,6 +306,13 @@ impl Server {
         if let Some(db) = &database {
             args.extend([db.flag().to_string(), db.url.clone()]);
         }
+        // Servers with metrics all default to port 9090: each gets a free one, kept across restarts.
+        let mut metrics = None;
+        if has_metrics(name.strip_prefix("resonate-").unwrap_or(&name)) && !args.iter().any(|a| a == "--observability-metrics-port") {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+            args.extend(["--observability-metrics-port".to_string(), addr.port().to_string()]);
+            metrics = Some(addr);
+        }
         let addr = match &endpoint {
             Endpoint::Http(addr) => *addr,
             Endpoint::Nats(at) => at.nats,
@@ -313,6 +327,7 @@ impl Server {
             bin: bin.to_path_buf(),
             args,
             log_shown: false,
+            metrics,
         };
         server.launch();
         server

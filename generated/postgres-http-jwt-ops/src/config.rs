@@ -52,6 +52,8 @@ pub struct Config {
     pub auth_iss: String,
     /// when set, a token's aud claim must contain it
     pub auth_aud: String,
+    /// TCP port of the Prometheus GET /metrics listener, on the --server-bind address; 0 turns it off (spec/metrics.yaml lists the metrics)
+    pub observability_metrics_port: u16,
     /// enable the debug.* kinds and the resonate:debug_time request clock
     pub debug: bool,
     /// log level: error, warn, info or debug
@@ -74,12 +76,13 @@ const FLAGS: &[&str] = &[
     "auth-publickey",
     "auth-iss",
     "auth-aud",
+    "observability-metrics-port",
     "debug",
     "level",
 ];
 
 /// The `--help` text.
-const HELP: &str = "resonate-postgres-http-jwt-ops: a Resonate protocol 2026-04-01 server (PostgreSQL (one function call per request, replicas share the database) with JWT auth, HTTP + SSE, HTTP and HTTPS push, Prometheus metrics, dashboard at /ui)\n\nUsage: resonate-postgres-http-jwt-ops [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-postgres-url <string>\n      PostgreSQL connection URL, e.g. postgres://user:password@127.0.0.1:5432/resonate (required) [env: RESONATE_STORAGE__POSTGRES__URL] [default: ]\n  --storage-postgres-pool-size <i64>\n      connections the server keeps open to PostgreSQL for requests (one more LISTENs for messages) [env: RESONATE_STORAGE__POSTGRES__POOL_SIZE] [default: 10]\n  --tasks-retry-timeout <i64>\n      ms between re-sends of a pending task's execute message while no worker has acquired it (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes that time out promises, expire leases, re-send tasks and fire schedules (rules R1, R5, R6, R7) [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --auth-publickey <string>\n      PEM public key file that verifies the JWT of every request: RSA (RS*/PS*), EC P-256/P-384 (ES256/ES384) or Ed25519 (EdDSA), detected from the file (required) [env: RESONATE_AUTH__PUBLICKEY] [default: ]\n  --auth-iss <string>\n      when set, a token's iss claim must equal it [env: RESONATE_AUTH__ISS] [default: ]\n  --auth-aud <string>\n      when set, a token's aud claim must contain it [env: RESONATE_AUTH__AUD] [default: ]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n";
+const HELP: &str = "resonate-postgres-http-jwt-ops: a Resonate protocol 2026-04-01 server (PostgreSQL (one function call per request, replicas share the database) with JWT auth, HTTP + SSE, HTTP and HTTPS push, Prometheus metrics, dashboard at /ui)\n\nUsage: resonate-postgres-http-jwt-ops [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-postgres-url <string>\n      PostgreSQL connection URL, e.g. postgres://user:password@127.0.0.1:5432/resonate (required) [env: RESONATE_STORAGE__POSTGRES__URL] [default: ]\n  --storage-postgres-pool-size <i64>\n      connections the server keeps open to PostgreSQL for requests (one more LISTENs for messages) [env: RESONATE_STORAGE__POSTGRES__POOL_SIZE] [default: 10]\n  --tasks-retry-timeout <i64>\n      ms between re-sends of a pending task's execute message while no worker has acquired it (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes that time out promises, expire leases, re-send tasks and fire schedules (rules R1, R5, R6, R7) [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --auth-publickey <string>\n      PEM public key file that verifies the JWT of every request: RSA (RS*/PS*), EC P-256/P-384 (ES256/ES384) or Ed25519 (EdDSA), detected from the file (required) [env: RESONATE_AUTH__PUBLICKEY] [default: ]\n  --auth-iss <string>\n      when set, a token's iss claim must equal it [env: RESONATE_AUTH__ISS] [default: ]\n  --auth-aud <string>\n      when set, a token's aud claim must contain it [env: RESONATE_AUTH__AUD] [default: ]\n  --observability-metrics-port <u16>\n      TCP port of the Prometheus GET /metrics listener, on the --server-bind address; 0 turns it off (spec/metrics.yaml lists the metrics) [env: RESONATE_OBSERVABILITY__METRICS_PORT] [default: 9090]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n";
 
 /// The `--version` text.
 const VERSION: &str = concat!(
@@ -108,6 +111,7 @@ impl Config {
             auth_publickey: "".to_string(),
             auth_iss: "".to_string(),
             auth_aud: "".to_string(),
+            observability_metrics_port: 9090,
             debug: false,
             level: "info".to_string(),
         };
@@ -163,6 +167,14 @@ impl Config {
         }
         if let Ok(v) = std::env::var("RESONATE_AUTH__AUD") {
             config.set("auth-aud", &v, "RESONATE_AUTH__AUD")?;
+        }
+        if let Ok(v) = std::env::var("RESONATE_OBSERVABILITY__METRICS_PORT") {
+            config
+                .set(
+                    "observability-metrics-port",
+                    &v,
+                    "RESONATE_OBSERVABILITY__METRICS_PORT",
+                )?;
         }
         if let Ok(v) = std::env::var("RESONATE_DEBUG") {
             config.set("debug", &v, "RESONATE_DEBUG")?;
@@ -316,6 +328,15 @@ impl Config {
             }
             "auth-aud" => {
                 self.auth_aud = value.to_string();
+            }
+            "observability-metrics-port" => {
+                self.observability_metrics_port = value
+                    .parse()
+                    .map_err(|_| {
+                        format!(
+                            "{source}: expected a port number from 0 to 65535, got '{value}'"
+                        )
+                    })?;
             }
             "debug" => {
                 self.debug = match value {

@@ -12,6 +12,8 @@
 //! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
 //! environment).
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
+//! `metrics` holds the counters the other modules bump and serves them, with the store's counts,
+//! at `GET /metrics` on a port of its own.
 
 mod auth;
 mod clock;
@@ -19,6 +21,7 @@ mod config;
 mod cron;
 mod delivery;
 mod http;
+mod metrics;
 #[allow(dead_code)]
 mod protocol;
 mod outbox;

@@ -542,7 +542,11 @@ impl Store {
                 &patient,
             ];
             match conn.client.execute(&conn.sql.fire, &args).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    for _ in &occurrences {
+                        crate::metrics::schedule_promise();
+                    }
+                }
                 Err(e) if retryable(&e) => {
                     self.inner.retries.fetch_add(1, Ordering::Relaxed);
                 }
@@ -550,6 +554,40 @@ impl Store {
             }
         }
         Ok(pass.more || !pass.schedules.is_empty())
+    }
+
+    /// Promises and tasks by state, outbox messages by address and the calls repeated since
+    /// start, for `/metrics`: one statement on a pooled connection.
+    pub async fn census(&self) -> Result<crate::metrics::Census> {
+        let conn = self.inner.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT 'promise', state, count(*), 0::int8 FROM resonate.promises GROUP BY state
+                 UNION ALL SELECT 'task', state, count(*), 0 FROM resonate.tasks GROUP BY state
+                 UNION ALL SELECT 'outbox', address, count(*), count(*) FILTER (WHERE attempts > 0)
+                 FROM resonate.outbox GROUP BY address",
+                &[],
+            )
+            .await?;
+        let mut census = crate::metrics::Census {
+            store_retries: self.inner.retries.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for row in rows {
+            let (what, name, n, retrying): (&str, String, i64, i64) = (
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+            );
+            match what {
+                "promise" => census.promises.push((name, n)),
+                "task" => census.tasks.push((name, n)),
+                _ => census.outbox.push((name, n, retrying)),
+            }
+        }
+        Ok(census)
     }
 
     /// Whether the database answers.

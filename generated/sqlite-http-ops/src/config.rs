@@ -46,6 +46,8 @@ pub struct Config {
     pub transports_http_push_request_timeout: i64,
     /// most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped
     pub messages_retry_cap: i64,
+    /// TCP port of the Prometheus GET /metrics listener, on the --server-bind address; 0 turns it off (spec/metrics.yaml lists the metrics)
+    pub observability_metrics_port: u16,
     /// enable the debug.* kinds and the resonate:debug_time request clock
     pub debug: bool,
     /// log level: error, warn, info or debug
@@ -65,12 +67,13 @@ const FLAGS: &[&str] = &[
     "retention",
     "transports-http-push-request-timeout",
     "messages-retry-cap",
+    "observability-metrics-port",
     "debug",
     "level",
 ];
 
 /// The `--help` text.
-const HELP: &str = "resonate-sqlite-http-ops: a Resonate protocol 2026-04-01 server (embedded default for operators: SQLite file in WAL mode, HTTP + SSE, HTTP and HTTPS push, Prometheus metrics, dashboard at /ui)\n\nUsage: resonate-sqlite-http-ops [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-sqlite-path <string>\n      SQLite database file (WAL mode) [env: RESONATE_STORAGE__SQLITE__PATH] [default: resonate.db]\n  --storage-sqlite-synchronous <string>\n      full: fsync every commit (survives power loss); normal: survives a killed process, not power loss [env: RESONATE_STORAGE__SQLITE__SYNCHRONOUS] [default: full]\n  --tasks-retry-timeout <i64>\n      ms between re-sends of a pending task's execute message while no worker has acquired it (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes that time out promises, expire leases, re-send tasks and fire schedules (rules R1, R5, R6, R7) [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n";
+const HELP: &str = "resonate-sqlite-http-ops: a Resonate protocol 2026-04-01 server (embedded default for operators: SQLite file in WAL mode, HTTP + SSE, HTTP and HTTPS push, Prometheus metrics, dashboard at /ui)\n\nUsage: resonate-sqlite-http-ops [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-sqlite-path <string>\n      SQLite database file (WAL mode) [env: RESONATE_STORAGE__SQLITE__PATH] [default: resonate.db]\n  --storage-sqlite-synchronous <string>\n      full: fsync every commit (survives power loss); normal: survives a killed process, not power loss [env: RESONATE_STORAGE__SQLITE__SYNCHRONOUS] [default: full]\n  --tasks-retry-timeout <i64>\n      ms between re-sends of a pending task's execute message while no worker has acquired it (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes that time out promises, expire leases, re-send tasks and fire schedules (rules R1, R5, R6, R7) [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --observability-metrics-port <u16>\n      TCP port of the Prometheus GET /metrics listener, on the --server-bind address; 0 turns it off (spec/metrics.yaml lists the metrics) [env: RESONATE_OBSERVABILITY__METRICS_PORT] [default: 9090]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n";
 
 /// The `--version` text.
 const VERSION: &str = concat!(
@@ -96,6 +99,7 @@ impl Config {
             retention: 0,
             transports_http_push_request_timeout: 180000,
             messages_retry_cap: 1000,
+            observability_metrics_port: 9090,
             debug: false,
             level: "info".to_string(),
         };
@@ -142,6 +146,14 @@ impl Config {
         }
         if let Ok(v) = std::env::var("RESONATE_MESSAGES__RETRY_CAP") {
             config.set("messages-retry-cap", &v, "RESONATE_MESSAGES__RETRY_CAP")?;
+        }
+        if let Ok(v) = std::env::var("RESONATE_OBSERVABILITY__METRICS_PORT") {
+            config
+                .set(
+                    "observability-metrics-port",
+                    &v,
+                    "RESONATE_OBSERVABILITY__METRICS_PORT",
+                )?;
         }
         if let Ok(v) = std::env::var("RESONATE_DEBUG") {
             config.set("debug", &v, "RESONATE_DEBUG")?;
@@ -279,6 +291,15 @@ impl Config {
                 if self.messages_retry_cap < 1 {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
+            }
+            "observability-metrics-port" => {
+                self.observability_metrics_port = value
+                    .parse()
+                    .map_err(|_| {
+                        format!(
+                            "{source}: expected a port number from 0 to 65535, got '{value}'"
+                        )
+                    })?;
             }
             "debug" => {
                 self.debug = match value {

@@ -194,6 +194,7 @@ pub async fn run(
         }
         let written = hub.take_written();
         if !written.is_empty() {
+            crate::metrics::delivered(crate::metrics::Delivery::Success, written.len());
             record(
                     &store,
                     Deliveries {
@@ -238,12 +239,15 @@ async fn deliver(
     let mut out = Deliveries::default();
     let mut pushes = Vec::new();
     for Outgoing { key, address, message, attempts } in rows {
+        crate::metrics::message(&key);
         if address.starts_with("poll://") {
             if hub.send(&address, &key, &message) {
                 out.held.push((key, message, now() + STREAM_HOLD_MS));
             } else if key.starts_with("execute:") {
+                crate::metrics::delivered(crate::metrics::Delivery::Dropped, 1);
                 out.done.push((key, message));
             } else {
+                crate::metrics::delivered(crate::metrics::Delivery::Error, 1);
                 out.failed.push((key, message, now() + backoff(attempts)));
             }
             continue;
@@ -261,8 +265,10 @@ async fn deliver(
         }
         crate::log!(Warn, "this server cannot deliver to {address}");
         if key.starts_with("execute:") {
+            crate::metrics::delivered(crate::metrics::Delivery::Dropped, 1);
             out.done.push((key, message));
         } else {
+            crate::metrics::delivered(crate::metrics::Delivery::Error, 1);
             out.failed.push((key, message, now() + BACKOFF_MAX_MS));
         }
     }
@@ -285,12 +291,14 @@ async fn push_one(
         .await;
     let outcome = match pushed {
         Ok(Ok(true)) => {
+            crate::metrics::delivered(crate::metrics::Delivery::Success, 1);
             Deliveries {
                 done: vec![(key, message)],
                 ..Deliveries::default()
             }
         }
         failure => {
+            crate::metrics::delivered(crate::metrics::Delivery::Error, 1);
             let why = match failure {
                 Ok(Ok(_)) => "answered with a non-2xx status".to_string(),
                 Ok(Err(e)) => e,
@@ -318,6 +326,7 @@ async fn record(store: &Store, deliveries: Deliveries) {
     match store.record_delivery(deliveries).await {
         Ok(0) => {}
         Ok(dropped) => {
+            crate::metrics::delivered(crate::metrics::Delivery::Dropped, dropped);
             crate::log!(
                 Warn,
                 "dropped {dropped} failed messages over messages-retry-cap"

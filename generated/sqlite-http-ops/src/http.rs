@@ -59,6 +59,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         "listening on http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
+    crate::metrics::serve(&config, service.store().clone()).await?;
     let hub = Arc::new(Hub::default());
     tokio::spawn(
         delivery::run(service.store().clone(), hub.clone(), enqueued, settings),
@@ -157,7 +158,7 @@ impl App {
             Err(_) => return reply(408, Some("text/plain"), TOO_SLOW),
             Ok(Err(_)) => return reply(413, Some("text/plain"), TOO_LARGE),
         };
-        let Answer { status, body } = self.service.handle(&body).await;
+        let Answer { status, body, .. } = self.service.handle(&body).await;
         reply(status, Some("application/json"), body)
     }
 }

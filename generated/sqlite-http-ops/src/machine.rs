@@ -1171,6 +1171,7 @@ impl<'a, R: Records> Machine<'a, R> {
                     tags,
                 };
                 self.birth(create, at)?;
+                crate::metrics::schedule_promise();
             }
             s.last_run_at = Some(at);
             at = cron.as_ref().and_then(|c| c.next_after(at)).unwrap_or(i64::MAX);

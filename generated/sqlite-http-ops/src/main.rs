@@ -12,12 +12,15 @@
 //! `outbox` (queued messages between store and delivery), `protocol` (wire records and requests,
 //! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
 //! environment).
+//! `metrics` holds the counters the other modules bump and serves them, with the store's counts,
+//! at `GET /metrics` on a port of its own.
 
 mod clock;
 mod config;
 mod cron;
 mod delivery;
 mod http;
+mod metrics;
 mod machine;
 mod protocol;
 mod outbox;

@@ -24,6 +24,8 @@ pub const TOO_LARGE: &str = "Failed to buffer the request body: length limit exc
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    /// The request's kind as a `kind` label index of the request metrics.
+    pub kind: usize,
 }
 
 /// The request envelope. Unknown fields are ignored (SDKs add their own head fields).
@@ -72,8 +74,16 @@ impl Service {
         &self.store
     }
 
-    /// Answers one request envelope.
+    /// Answers one request envelope, and counts it by kind and status with its duration.
     pub async fn handle(&self, body: &[u8]) -> Answer {
+        let started = std::time::Instant::now();
+        let answer = self.answer(body).await;
+        crate::metrics::request(answer.kind, answer.status, started.elapsed());
+        answer
+    }
+
+    /// Answers one request envelope.
+    async fn answer(&self, body: &[u8]) -> Answer {
         let env: Envelope = match serde_json::from_slice(body) {
             Ok(env) => env,
             Err(e) => {
@@ -131,7 +141,10 @@ async fn background(store: Store, settings: Arc<Settings>, interval: i64) {
     loop {
         ticks.tick().await;
         while !settings.paused.load(Ordering::Relaxed) {
-            match store.run_rules(now()).await {
+            let started = std::time::Instant::now();
+            let pass = store.run_rules(now()).await;
+            crate::metrics::background_pass(started.elapsed());
+            match pass {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -162,7 +175,11 @@ fn envelope(kind: &str, corr_id: &str, status: u16, data: &str) -> Answer {
     body.push_str(r#"},"data":"#);
     body.push_str(data);
     body.push('}');
-    Answer { status, body }
+    Answer {
+        status,
+        body,
+        kind: crate::metrics::kind(kind),
+    }
 }
 
 fn json_string(s: &str) -> String {

@@ -110,6 +110,10 @@ type Job = Box<dyn FnOnce(Result<&Tx<'_>>) -> (bool, Finish) + Send>;
 pub struct Store {
     jobs: mpsc::Sender<Job>,
     settings: Arc<Settings>,
+{% if c.metrics %}
+    /// The database file, which `/metrics` reads on a connection of its own.
+    path: Arc<str>,
+{% endif %}
 }
 
 impl Store {
@@ -140,7 +144,7 @@ impl Store {
             .name("store".into())
             .spawn(move || writer(conn, rx, enqueued))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { jobs, settings })
+        Ok(Store { jobs, settings{% if c.metrics %}, path: path.as_str().into(){% endif %} })
     }
 
     /// Runs one decoded request at `now`; `corr_id` is echoed inside fenced actions.
@@ -195,6 +199,32 @@ impl Store {
         self.run(|tx| tx.next_deferred()).await
     }
 
+{% if c.metrics %}
+    /// Promises and tasks by state and outbox messages by address, for `/metrics`. Read on a
+    /// read-only connection of its own (WAL lets it read beside the writer), so a scrape's scans
+    /// never hold up a request.
+    pub async fn census(&self) -> Result<crate::metrics::Census> {
+        let path = self.path.clone();
+        let read = move || -> Result<crate::metrics::Census> {
+            let conn = Connection::open_with_flags(&*path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            let by_state = |table: &str| -> Result<Vec<(String, i64)>> {
+                let mut stmt = conn.prepare(&format!("SELECT state, count(*) FROM {table} GROUP BY state"))?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+                Ok(rows)
+            };
+            let promises = by_state("promises")?;
+            let tasks = by_state("tasks")?;
+            let outbox = conn
+                .prepare("SELECT address, count(*), count(*) FILTER (WHERE attempts > 0) FROM outbox GROUP BY address")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(crate::metrics::Census { promises, tasks, outbox })
+        };
+        tokio::task::spawn_blocking(read).await.map_err(|e| StoreError(format!("the census failed: {e}")))?
+    }
+
+{% endif %}
     /// Runs `step` in the next transaction and answers once that transaction committed.
     async fn run<R, F>(&self, step: F) -> Result<R>
     where

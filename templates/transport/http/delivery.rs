@@ -176,6 +176,9 @@ pub async fn run(store: Store, hub: Arc<Hub>, enqueued: Arc<Notify>, settings: A
         }
         let written = hub.take_written();
         if !written.is_empty() {
+{% if c.metrics %}
+            crate::metrics::delivered(crate::metrics::Delivery::Success, written.len());
+{% endif %}
             record(&store, Deliveries { done: written, ..Deliveries::default() }).await;
         }
         let at = now();
@@ -235,12 +238,21 @@ async fn deliver(store: &Store, hub: &Arc<Hub>, {% if c.push %}settings: &Settin
     let mut pushes = Vec::new();
 {% endif %}
     for Outgoing { key, address, message, attempts } in rows {
+{% if c.metrics %}
+        crate::metrics::message(&key);
+{% endif %}
         if address.starts_with("poll://") {
             if hub.send(&address, &key, &message) {
                 out.held.push((key, message, now() + STREAM_HOLD_MS));
             } else if key.starts_with("execute:") {
+{% if c.metrics %}
+                crate::metrics::delivered(crate::metrics::Delivery::Dropped, 1);
+{% endif %}
                 out.done.push((key, message));
             } else {
+{% if c.metrics %}
+                crate::metrics::delivered(crate::metrics::Delivery::Error, 1);
+{% endif %}
                 out.failed.push((key, message, now() + backoff(attempts)));
             }
             continue;
@@ -255,8 +267,14 @@ async fn deliver(store: &Store, hub: &Arc<Hub>, {% if c.push %}settings: &Settin
 {% endif %}
         crate::log!(Warn, "this server cannot deliver to {address}");
         if key.starts_with("execute:") {
+{% if c.metrics %}
+            crate::metrics::delivered(crate::metrics::Delivery::Dropped, 1);
+{% endif %}
             out.done.push((key, message));
         } else {
+{% if c.metrics %}
+            crate::metrics::delivered(crate::metrics::Delivery::Error, 1);
+{% endif %}
             out.failed.push((key, message, now() + BACKOFF_MAX_MS));
         }
     }
@@ -274,8 +292,19 @@ async fn deliver(store: &Store, hub: &Arc<Hub>, {% if c.push %}settings: &Settin
 async fn push_one(store: Store, Outgoing { key, address, message, attempts }: Outgoing, timeout: i64) {
     let pushed = tokio::time::timeout(Duration::from_millis(timeout as u64), push(&address, &message)).await;
     let outcome = match pushed {
+{% if c.metrics %}
+        Ok(Ok(true)) => {
+            crate::metrics::delivered(crate::metrics::Delivery::Success, 1);
+            Deliveries { done: vec![(key, message)], ..Deliveries::default() }
+        }
+{% else %}
         Ok(Ok(true)) => Deliveries { done: vec![(key, message)], ..Deliveries::default() },
+{% endif %}
         failure => {
+{% if c.metrics %}
+            crate::metrics::delivered(crate::metrics::Delivery::Error, 1);
+{% endif %}
+
             let why = match failure {
                 Ok(Ok(_)) => "answered with a non-2xx status".to_string(),
                 Ok(Err(e)) => e,
@@ -296,7 +325,14 @@ async fn record(store: &Store, deliveries: Deliveries) {
     }
     match store.record_delivery(deliveries).await {
         Ok(0) => {}
+{% if c.metrics %}
+        Ok(dropped) => {
+            crate::metrics::delivered(crate::metrics::Delivery::Dropped, dropped);
+            crate::log!(Warn, "dropped {dropped} failed messages over messages-retry-cap")
+        }
+{% else %}
         Ok(dropped) => crate::log!(Warn, "dropped {dropped} failed messages over messages-retry-cap"),
+{% endif %}
         Err(e) => crate::log!(Error, "cannot update the outbox: {e}"),
     }
 }

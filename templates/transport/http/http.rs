@@ -45,6 +45,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", config.server_bind, config.server_port))?;
     crate::log!(Info, "listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+{% if c.metrics %}
+    crate::metrics::serve(&config, service.store().clone()).await?;
+{% endif %}
     let hub = Arc::new(Hub::default());
     tokio::spawn(delivery::run(service.store().clone(), hub.clone(), enqueued, settings));
     let app = Arc::new(App { service, hub });
@@ -131,7 +134,7 @@ impl App {
             Err(_) => return reply(408, Some("text/plain"), TOO_SLOW),
             Ok(Err(_)) => return reply({{ c.spec.protocol.http.body_too_large.status }}, Some("{{ c.spec.protocol.http.body_too_large.content_type }}"), TOO_LARGE),
         };
-        let Answer { status, body } = self.service.handle(&body).await;
+        let Answer { status, body{% if c.metrics %}, ..{% endif %} } = self.service.handle(&body).await;
         reply(status, Some("application/json"), body)
     }
 }
