@@ -332,11 +332,9 @@ impl Config {
             "observability-metrics-port" => {
                 self.observability_metrics_port = value
                     .parse()
-                    .map_err(|_| {
-                        format!(
-                            "{source}: expected a port number from 0 to 65535, got '{value}'"
-                        )
-                    })?;
+                    .map_err(|_| format!(
+                        "{source}: expected a port number from 0 to 65535, got '{value}'"
+                    ))?;
             }
             "debug" => {
                 self.debug = match value {

@@ -237,7 +237,8 @@ impl Histogram {
         for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += n.load(Relaxed);
             let _ = writeln!(
-                out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}"
+                out,
+                "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = self.count.load(Relaxed);
@@ -248,7 +249,8 @@ impl Histogram {
             let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
         } else {
             let _ = writeln!(
-                out, "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
+                out,
+                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
             );
         }
     }
@@ -317,12 +319,14 @@ pub async fn serve(config: &Config, store: Store) -> Result<(), String> {
     }
     let listener = TcpListener::bind((config.server_bind.as_str(), port))
         .await
-        .map_err(|e| {
-            format!("cannot listen on {}:{port} for metrics: {e}", config.server_bind)
-        })?;
+        .map_err(|e| format!(
+            "cannot listen on {}:{port} for metrics: {e}",
+            config.server_bind
+        ))?;
     crate::log!(
-        Info, "metrics on http://{}/metrics", listener.local_addr().map_err(| e | e
-        .to_string()) ?
+        Info,
+        "metrics on http://{}/metrics",
+        listener.local_addr().map_err(|e| e.to_string())?
     );
     tokio::spawn(async move {
         loop {
@@ -371,7 +375,14 @@ async fn route(store: &Store, req: hyper::Request<Incoming>) -> Response<Full<By
 
 /// Writes the `# HELP` and `# TYPE` lines of a family.
 fn header(out: &mut String, f: &Family) {
-    let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind);
+    let _ = writeln!(
+        out,
+        "# HELP {} {}\n# TYPE {} {}",
+        f.name,
+        f.help,
+        f.name,
+        f.kind
+    );
 }
 
 /// A label value in the text format: backslash, double quote and newline escaped.
@@ -390,8 +401,9 @@ fn render(census: &Census) -> String {
             let n = n.load(Relaxed);
             if n > 0 {
                 let _ = writeln!(
-                    out, "{}{{kind=\"{kind}\",status=\"{status}\"}} {n}", REQUEST_TOTAL
-                    .name
+                    out,
+                    "{}{{kind=\"{kind}\",status=\"{status}\"}} {n}",
+                    REQUEST_TOTAL.name
                 );
             }
         }
@@ -409,29 +421,43 @@ fn render(census: &Census) -> String {
     header(&mut out, &MESSAGES_TOTAL);
     for (kind, n) in MESSAGES.iter().zip(&m.messages) {
         let _ = writeln!(
-            out, "{}{{kind=\"{kind}\"}} {}", MESSAGES_TOTAL.name, n.load(Relaxed)
+            out,
+            "{}{{kind=\"{kind}\"}} {}",
+            MESSAGES_TOTAL.name,
+            n.load(Relaxed)
         );
     }
     header(&mut out, &DELIVERIES_TOTAL);
     for (status, n) in DELIVERIES.iter().zip(&m.deliveries) {
         let _ = writeln!(
-            out, "{}{{status=\"{status}\"}} {}", DELIVERIES_TOTAL.name, n.load(Relaxed)
+            out,
+            "{}{{status=\"{status}\"}} {}",
+            DELIVERIES_TOTAL.name,
+            n.load(Relaxed)
         );
     }
     header(&mut out, &SCHEDULE_PROMISES_TOTAL);
     let _ = writeln!(
-        out, "{} {}", SCHEDULE_PROMISES_TOTAL.name, m.schedule_promises.load(Relaxed)
+        out,
+        "{} {}",
+        SCHEDULE_PROMISES_TOTAL.name,
+        m.schedule_promises.load(Relaxed)
     );
     header(&mut out, &MESSAGES_QUEUED);
     for (address, queued, _) in &census.outbox {
         let _ = writeln!(
-            out, "{}{{address=\"{}\"}} {queued}", MESSAGES_QUEUED.name, escape(address)
+            out,
+            "{}{{address=\"{}\"}} {queued}",
+            MESSAGES_QUEUED.name,
+            escape(address)
         );
     }
     header(&mut out, &MESSAGES_RETRYING);
     for (address, _, retrying) in &census.outbox {
         let _ = writeln!(
-            out, "{}{{address=\"{}\"}} {retrying}", MESSAGES_RETRYING.name,
+            out,
+            "{}{{address=\"{}\"}} {retrying}",
+            MESSAGES_RETRYING.name,
             escape(address)
         );
     }
