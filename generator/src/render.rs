@@ -487,6 +487,8 @@ templates! {
     ServiceRs => "server/service.rs",
     HttpRs => "transport/http/http.rs",
     DeliveryRs => "transport/http/delivery.rs",
+    UiRs => "transport/http/ui.rs",
+    UiHtml => "transport/http/ui.html",
     NatsDeliveryRs => "transport/nats/delivery.rs",
     SqliteStore => "store/sqlite/store.rs",
     PostgresStore => "store/postgres/store.rs",
@@ -544,6 +546,14 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
         Transport::Http => {
             add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
             add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
+            // The dashboard: its route module and page are rendered (auth or not); its script and
+            // style are the same for every target, copied as they are.
+            if c.dashboard {
+                add("src/ui.rs", "transport/http/ui.rs", UiRs { c: &c }.render())?;
+                add("src/ui.html", "transport/http/ui.html", UiHtml { c: &c }.render())?;
+                add("src/ui.js", "transport/http/ui.js", Ok(include_str!("../../templates/transport/http/ui.js").to_string()))?;
+                add("src/ui.css", "transport/http/ui.css", Ok(include_str!("../../templates/transport/http/ui.css").to_string()))?;
+            }
         }
         Transport::Nats => {
             add("src/nats.rs", "transport/nats/nats.rs", Ok(include_str!("../../templates/transport/nats/nats.rs").to_string()))?;
