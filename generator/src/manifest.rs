@@ -187,6 +187,9 @@ impl Manifest {
                 m.transport.name(),
             );
         }
+        if m.dashboard && m.transport != Transport::Http {
+            bail!("{}: dashboard: true needs transport: http (the page is served at /ui by the HTTP listener)", path.display());
+        }
         m.name = expected;
         m.path = path.to_path_buf();
         Ok(m)

@@ -526,6 +526,8 @@ templates! {
     HttpRs => "transport/http/http.rs",
     DeliveryRs => "transport/http/delivery.rs",
     MetricsRs => "transport/http/metrics.rs",
+    UiRs => "transport/http/ui.rs",
+    UiHtml => "transport/http/ui.html",
     NatsDeliveryRs => "transport/nats/delivery.rs",
     SqliteStore => "store/sqlite/store.rs",
     PostgresStore => "store/postgres/store.rs",
@@ -585,6 +587,14 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
             add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
             if c.metrics {
                 add("src/metrics.rs", "transport/http/metrics.rs", MetricsRs { c: &c }.render())?;
+            }
+            // The dashboard: its route module and page are rendered (auth or not); its script and
+            // style are the same for every target, copied as they are.
+            if c.dashboard {
+                add("src/ui.rs", "transport/http/ui.rs", UiRs { c: &c }.render())?;
+                add("src/ui.html", "transport/http/ui.html", UiHtml { c: &c }.render())?;
+                add("src/ui.js", "transport/http/ui.js", Ok(include_str!("../../templates/transport/http/ui.js").to_string()))?;
+                add("src/ui.css", "transport/http/ui.css", Ok(include_str!("../../templates/transport/http/ui.css").to_string()))?;
             }
         }
         Transport::Nats => {

@@ -179,6 +179,20 @@ impl Grant {
     }
 }
 
+{% if c.dashboard %}
+impl Grant {
+    /// Whether the token may read promise `id`, as `promise.get {id}` would (the dashboard's
+    /// `POST /ui/waiters`, spec/choices.yaml dashboard-waiters).
+    pub fn covers_id(&self, id: &str) -> bool {
+        match self {
+            Grant::Admin => true,
+            Grant::Prefix(prefix) => under(prefix, id),
+            Grant::Nothing => false,
+        }
+    }
+}
+
+{% endif %}
 /// Whether every id `request` names starts with `prefix`. Kinds that read or write across ids
 /// (searches, `debug.*`) need a prefix that covers every id: `""`.
 fn covers(prefix: &str, request: &Request) -> bool {

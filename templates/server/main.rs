@@ -49,6 +49,9 @@ mod protocol;
 mod outbox;
 mod service;
 mod store;
+{% if c.dashboard %}
+mod ui;
+{% endif %}
 {% if !c.sqlite() %}
 mod url;
 {% endif %}

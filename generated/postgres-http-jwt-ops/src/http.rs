@@ -127,6 +127,9 @@ impl App {
                     Err(_) => reply(401, Some("text/plain"), "Unauthorized"),
                 }
             }
+            (_, p) if p == "/ui" || p.starts_with("/ui/") => {
+                crate::ui::route(&self.service, req).await
+            }
             (
                 _,
                 p,

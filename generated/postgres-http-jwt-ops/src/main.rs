@@ -27,6 +27,7 @@ mod protocol;
 mod outbox;
 mod service;
 mod store;
+mod ui;
 mod url;
 
 use std::process::ExitCode;

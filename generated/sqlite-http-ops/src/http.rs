@@ -118,6 +118,9 @@ impl App {
                 }
             }
             (&Method::GET, p) if p.starts_with("/poll/") => self.poll(p),
+            (_, p) if p == "/ui" || p.starts_with("/ui/") => {
+                crate::ui::route(&self.service, req).await
+            }
             (
                 _,
                 p,

@@ -26,6 +26,7 @@ mod protocol;
 mod outbox;
 mod service;
 mod store;
+mod ui;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -478,6 +478,26 @@ impl Store {
         Ok(())
     }
 
+{% if c.dashboard %}
+    /// The dashboard's read of a promise's callbacks (awaiter ids) and listeners (addresses),
+    /// oldest first; it changes nothing (spec/choices.yaml dashboard-waiters). Not a prepared
+    /// statement of every connection: only the dashboard asks it.
+    pub async fn waiters(&self, id: String) -> Result<(Vec<String>, Vec<String>)> {
+        let id = id.replace('\0', NUL_STAND_IN.encode_utf8(&mut [0; 4]));
+        let conn = self.inner.pool.get().await?;
+        let row = conn
+            .client
+            .query_one(
+                "SELECT ARRAY(SELECT awaiter FROM resonate.callbacks WHERE awaited = $1::text ORDER BY seq), \
+                        ARRAY(SELECT address FROM resonate.listeners WHERE awaited = $1::text ORDER BY seq)",
+                &[&id],
+            )
+            .await?;
+        let restore = |items: Vec<String>| items.into_iter().map(|s| s.replace(NUL_STAND_IN, "\0")).collect();
+        Ok((restore(row.get(0)), restore(row.get(1))))
+    }
+
+{% endif %}
     /// Claims due messages this replica can deliver (pushes, and poll:// messages for the
     /// `streams` it holds: group names and `group/id`s); also answers when the next one falls due.
     pub async fn outbox(&self, now: i64, limit: usize, streams: (Vec<String>, Vec<String>)) -> Result<(Vec<Outgoing>, Option<i64>)> {

@@ -166,6 +166,14 @@ impl Store {
     }
 {% endif %}
 
+{% if c.dashboard %}
+    /// The dashboard's read of a promise's callbacks (awaiter ids) and listeners (addresses),
+    /// oldest first; it changes nothing (spec/choices.yaml dashboard-waiters).
+    pub async fn waiters(&self, id: String) -> Result<(Vec<String>, Vec<String>)> {
+        self.run(move |tx| Ok((tx.list("callbacks", "awaiter", &id)?, tx.list("listeners", "address", &id)?))).await
+    }
+
+{% endif %}
     /// Queued messages whose next attempt is due, oldest first.
     pub async fn outbox(&self, now: i64, limit: usize) -> Result<Vec<Outgoing>> {
         self.run(move |tx| tx.outbox(now, limit)).await
@@ -316,6 +324,18 @@ impl Tx<'_> {
     }
 {% endif %}
 
+{% if c.dashboard %}
+    /// A promise's callbacks or listeners, oldest first, left in place.
+    fn list(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
+        let items = self
+            .conn
+            .prepare_cached(&format!("SELECT {column} FROM {table} WHERE awaited = ?1 ORDER BY rowid"))?
+            .query_map([awaited], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(items)
+    }
+
+{% endif %}
     fn take(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
         let items = self
             .conn

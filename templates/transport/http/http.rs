@@ -107,6 +107,10 @@ impl App {
 {% else %}
             (&Method::GET, p) if p.starts_with("/poll/") => self.poll(p),
 {% endif %}
+{% if c.dashboard %}
+            // The read-only dashboard (ui.rs); this arm is all it adds to other requests' path.
+            (_, p) if p == "/ui" || p.starts_with("/ui/") => crate::ui::route(&self.service, req).await,
+{% endif %}
             (_, p) if GONE_PATHS.iter().any(|g| p == *g || p.starts_with(&format!("{g}/"))) => {
                 reply({{ c.spec.protocol.http.gone.status }}, Some("application/json"), GONE)
             }
