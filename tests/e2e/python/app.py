@@ -10,6 +10,7 @@ Every completed step appends one line to DIR/steps.log, so the runner can check 
 
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -78,7 +79,9 @@ NATS_CLIENTS = []
 async def connect(url: str, group: str, **options) -> Resonate:
     """A Resonate in GROUP on the server at URL, over HTTP or over NATS (see the module docstring)."""
     if not url.startswith("nats://"):
-        return Resonate(url=url, group=group, **options)
+        # A server with auth: jwt gets the harness's token through the SDK's token option.
+        token = os.environ.get("RESONATE_E2E_TOKEN")
+        return Resonate(url=url, group=group, **({"token": token} if token else {}), **options)
     import nats
     from resonate_nats import NatsConnection
 

@@ -74,7 +74,9 @@ const FUNCTIONS = { step, countdown, square, fan_out, announce, approval, slow_s
 
 // A Resonate in `group` on the server at `url`, over HTTP or over NATS (see the top of this file).
 async function connect(url, group, options = {}) {
-  if (!url.startsWith("nats://")) return new Resonate({ url, group, ...options });
+  // A server with auth: jwt gets the harness's token through the SDK's token option.
+  const token = process.env.RESONATE_E2E_TOKEN;
+  if (!url.startsWith("nats://")) return new Resonate({ url, group, ...(token ? { token } : {}), ...options });
   const { connect: natsConnect } = await import("@nats-io/transport-node");
   const { NatsNetwork } = await import("@resonatehq/sdk/nats");
   const parsed = new URL(url);

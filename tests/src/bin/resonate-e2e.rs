@@ -18,6 +18,7 @@
 //! connect with their NATS connectors. Only the SDK versions that have one run there; a target
 //! on a shared database (postgres-nats) runs two replicas in one queue group per case.
 
+use resonate_tests::jwt::AdminKey;
 use resonate_tests::nats::{self, Nats};
 use resonate_tests::server::{self, repo_root, Server};
 use resonate_tests::transport::{Endpoint, Rpc};
@@ -137,6 +138,9 @@ struct Target {
     /// Server processes per case: a NATS target on a shared database runs two replicas on one
     /// database in one queue group.
     replicas: usize,
+    /// On a target with `auth: jwt`, the token every SDK process is given through its token
+    /// option (the apps read it from `RESONATE_E2E_TOKEN`): the one the tests' servers trust.
+    token: Option<String>,
 }
 
 impl Target {
@@ -154,11 +158,13 @@ impl Target {
         } else {
             1
         };
+        let token = server::has_auth(name).then(|| AdminKey::shared().token.clone());
         Ok(Target {
             name: name.to_string(),
             bin: server::build(name),
             nats,
             replicas,
+            token,
         })
     }
 
@@ -365,7 +371,7 @@ fn run_case(target: &Target, case: &Case) -> Vec<(String, Outcome)> {
                     Outcome::Failed("the Rust SDK's suite speaks HTTP only".into()),
                 )];
             }
-            return rust_suite(&target.bin, &case.sdk);
+            return rust_suite(&target.bin, &case.sdk, target.token.as_deref());
         }
         let mut run = match Run::new(target, &case.sdk, &case.scenario) {
             Ok(run) => run,
@@ -594,7 +600,9 @@ fn long_step(run: &mut Run) -> Result<(), String> {
 }
 
 /// The Rust SDK's published `tests/e2e.rs`, against a fresh server; one outcome per test.
-fn rust_suite(bin: &Path, sdk: &Sdk) -> Vec<(String, Outcome)> {
+/// On a jwt target the suite's clients get the token from `RESONATE_TOKEN`, the SDK's fallback
+/// for a `token` its config leaves out (the suite is the SDK's, so it has no option of ours).
+fn rust_suite(bin: &Path, sdk: &Sdk, token: Option<&str>) -> Vec<(String, Outcome)> {
     let name = |test: &str| format!("{} sdk-suite::{test}", sdk.name);
     let Some(suite) = &sdk.suite else {
         return vec![(
@@ -603,7 +611,11 @@ fn rust_suite(bin: &Path, sdk: &Sdk) -> Vec<(String, Outcome)> {
         )];
     };
     let server = Server::start(bin, &[]);
-    let output = Command::new(suite)
+    let mut command = Command::new(suite);
+    if let Some(token) = token {
+        command.env("RESONATE_TOKEN", token);
+    }
+    let output = command
         .args(["--test-threads", "2"])
         .env("RESONATE_URL", format!("http://{}", server.addr))
         .current_dir(suite.parent().unwrap())
@@ -663,6 +675,8 @@ fn failure_section(stdout: &str, test: &str) -> String {
 struct Run<'a> {
     sdk: &'a Sdk,
     target: &'a str,
+    /// [`Target::token`].
+    token: Option<&'a str>,
     server: Backend,
     /// Where the workflows write `steps.log` and `promise-id`, and the processes their logs.
     dir: PathBuf,
@@ -699,6 +713,7 @@ impl<'a> Run<'a> {
         Ok(Run {
             sdk,
             target: &target.name,
+            token: target.token.as_deref(),
             server,
             dir,
             group,
@@ -723,9 +738,11 @@ impl<'a> Run<'a> {
             Some(path) => fs::File::create(path).map_err(|e| e.to_string())?,
             None => err.try_clone().map_err(|e| e.to_string())?,
         };
-        let child = self
-            .sdk
-            .command()
+        let mut command = self.sdk.command();
+        if let Some(token) = &self.token {
+            command.env("RESONATE_E2E_TOKEN", token);
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -1022,13 +1039,17 @@ impl Backend {
     }
 
     /// One request over the server's transport (over NATS with a `Resonate-Reply-To` header, as
-    /// the connectors send it); a request nobody answers in time has status 0.
+    /// the connectors send it), with the admin token on a jwt target; a request nobody answers in
+    /// time has status 0.
     fn call(&self, kind: &str, data: Value) -> (u16, Value) {
-        let request = json!({
+        let mut request = json!({
             "kind": kind,
             "head": { "corrId": "e2e", "version": PROTOCOL_VERSION },
             "data": data,
         });
+        if let Some(token) = resonate_tests::jwt::admin_token() {
+            request["head"]["auth"] = json!(token);
+        }
         let mut conn = self.servers[0].endpoint().conn(CALL_TIMEOUT);
         match conn.rpc(request.to_string().as_bytes()) {
             Ok(answer) => match serde_json::from_slice::<Value>(&answer.body) {

@@ -85,6 +85,8 @@ fn connect(url: &str, group: &str, ttl: Option<u64>) -> Resonate {
         url: Some(url.into()),
         group: Some(group.into()),
         ttl,
+        // A server with auth: jwt gets the harness's token through the SDK's token option.
+        token: std::env::var("RESONATE_E2E_TOKEN").ok(),
         ..Default::default()
     })
 }
