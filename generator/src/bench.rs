@@ -24,6 +24,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How `bench` was asked to run.
@@ -71,6 +72,17 @@ struct Load {
     iterations_per_sec: f64,
     latency_us: Quantiles,
     kinds: Vec<KindLoad>,
+    /// CPU time (user + system) the run cost, in ms: the server's, and the database server's
+    /// processes' (PostgreSQL, MariaDB/MySQL) on the database stores. Not in resonate-load's report.
+    #[serde(skip)]
+    cpu: Cpu,
+}
+
+/// CPU time spent over some interval, in ms.
+#[derive(Default, Clone, Copy)]
+struct Cpu {
+    server_ms: f64,
+    database_ms: f64,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +117,15 @@ struct Measured {
     busy: Option<String>,
     /// For a NATS target, the version of the NATS server the requests went through.
     nats_version: Option<String>,
+    /// The idle server over [`IDLE`] after start-up: CPU, and wake-ups (context switches of all
+    /// its threads), per second.
+    idle: Idle,
+}
+
+struct Idle {
+    cpu: Cpu,
+    wakeups: f64,
+    seconds: f64,
 }
 
 impl Measured {
@@ -177,12 +198,25 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
     let endpoint = running.endpoint.clone();
     let log = scratch.0.join("load").join("server.log");
     std::thread::sleep(SETTLE);
-    let rss_start_kb = rss_kb(running.process.child.id());
+    let pid = running.process.child.id();
+    let rss_start_kb = rss_kb(pid);
+    say(format!("idle for {} s", IDLE.as_secs()));
+    let (before, switches) = (cpu(pid, m.store), wakeups(pid));
+    std::thread::sleep(IDLE);
+    let idle = Idle {
+        cpu: cpu(pid, m.store).since(before),
+        wakeups: wakeups(pid).saturating_sub(switches) as f64,
+        seconds: IDLE.as_secs_f64(),
+    };
     let mut loads = Vec::new();
     for mix in MIXES {
         for &clients in plan.clients {
             say(format!("{mix} mix, {clients} client(s), {} s", plan.seconds));
-            let l = load(&bins, &endpoint, mix, clients, plan, jwt).with_context(|| tail(&log))?;
+            let before = cpu(pid, m.store);
+            let mut l = load(&bins, &endpoint, mix, clients, plan, jwt).with_context(|| tail(&log))?;
+            l.cpu = cpu(pid, m.store).since(before);
+            let per_request = l.cpu.server_ms * 1000.0 / (l.requests_per_sec * (plan.seconds + plan.warmup));
+            say(format!("  server CPU {per_request:.0} µs/request, database CPU {:.0} ms", l.cpu.database_ms));
             say(format!(
                 "  {} requests/s, p50 {} µs, p99 {} µs, p99.9 {} µs",
                 group(l.requests_per_sec as u64),
@@ -205,7 +239,7 @@ pub fn bench(repo: &Repo, m: &Manifest, opts: &Options) -> Result<bool> {
         Transport::Nats => Nats::connect(nats::LOCAL).ok().and_then(|n| n.info()["version"].as_str().map(str::to_owned)),
     };
     let measured =
-        Measured { binary_bytes, crates, lines, starts_ms, restarts_ms, rss_start_kb, rss_after_kb, loads, busy, nats_version };
+        Measured { idle, binary_bytes, crates, lines, starts_ms, restarts_ms, rss_start_kb, rss_after_kb, loads, busy, nats_version };
     let report = markdown(repo, m, &measured, plan, opts);
     println!("{report}");
     if opts.quick && !opts.write {
@@ -452,6 +486,67 @@ fn tail(log: &Path) -> String {
 }
 
 /// Resident memory of a process in KiB (Linux; `None` elsewhere).
+/// How long the idle server is watched after start-up.
+const IDLE: Duration = Duration::from_secs(3);
+
+/// The clock ticks per second `/proc/<pid>/stat` counts CPU time in (`getconf CLK_TCK`).
+fn ticks_per_sec() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().ok();
+        out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
+    })
+}
+
+/// A process's name (`comm`) and user + system CPU ticks, from `/proc/<pid>/stat`.
+fn proc_ticks(pid: &str) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // After the name: state is field 3 of the whole line, utime 14 and stime 15.
+    Some((name.to_string(), fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?))
+}
+
+/// CPU time so far of the server `pid` and of the database server's processes for `store`
+/// (every process named postgres, or mariadbd/mysqld: the bench's databases share them).
+fn cpu(pid: u32, store: Store) -> Cpu {
+    let ms = |ticks: u64| ticks as f64 * 1000.0 / ticks_per_sec();
+    let names: &[&str] = match store {
+        Store::Sqlite => &[],
+        Store::Postgres => &["postgres"],
+        Store::Mysql => &["mariadbd", "mysqld"],
+    };
+    let database = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| proc_ticks(&e.ok()?.file_name().to_string_lossy()))
+        .filter(|(name, _)| names.contains(&name.as_str()))
+        .map(|(_, ticks)| ticks)
+        .sum();
+    Cpu { server_ms: ms(proc_ticks(&pid.to_string()).map_or(0, |(_, t)| t)), database_ms: ms(database) }
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu { server_ms: self.server_ms - before.server_ms, database_ms: self.database_ms - before.database_ms }
+    }
+}
+
+/// Context switches so far of every thread of `pid`: each is the process waking up or being woken.
+fn wakeups(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().filter_map(|e| e.ok());
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -656,6 +751,16 @@ fn markdown(repo: &Repo, m: &Manifest, r: &Measured, plan: &Plan, opts: &Options
         restarts[restarts.len() - 1]
     );
     let _ = writeln!(w, "| idle RSS after start | {} | |", mib(r.rss_start_kb));
+    let per_sec = |ms: f64| ms / r.idle.seconds;
+    let _ = writeln!(
+        w,
+        "| idle CPU over {:.0} s after start: server{} | {:.2} ms/s{} | |",
+        r.idle.seconds,
+        if m.store == Store::Sqlite { "" } else { " / database server (all its processes)" },
+        per_sec(r.idle.cpu.server_ms),
+        if m.store == Store::Sqlite { String::new() } else { format!(" / {:.2} ms/s", per_sec(r.idle.cpu.database_ms)) }
+    );
+    let _ = writeln!(w, "| idle wake-ups of the server (context switches, all threads) | {:.1}/s | |", r.idle.wakeups / r.idle.seconds);
     let _ = writeln!(w, "| idle RSS after the load runs | {} | |", mib(r.rss_after_kb));
     let _ = writeln!(w, "| sequential promise.create p50 (1 client) | {seq} | |");
     let _ = writeln!(
@@ -672,20 +777,37 @@ fn markdown(repo: &Repo, m: &Manifest, r: &Measured, plan: &Plan, opts: &Options
         if m.transport == Transport::Nats { " and published to a subject nobody subscribes to" } else { "" }
     );
     let _ = writeln!(w, "- promise: promise.create, promise.get, promise.settle: 3 requests per iteration.\n");
-    let _ = writeln!(w, "| mix | clients | requests/s | iterations/s | p50 µs | p99 µs | p99.9 µs |");
-    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        w,
+        "CPU is user + system time of the server{} over the whole run, warm-up included, divided by \
+         the run's requests or iterations (their rate × (warm-up + measured seconds)); an iteration of the \
+         workflow mix is one durable execution.\n",
+        if m.store == Store::Sqlite { "" } else { " and, after the slash, of the database server's processes" }
+    );
+    let _ = writeln!(w, "| mix | clients | requests/s | iterations/s | p50 µs | p99 µs | p99.9 µs | CPU µs/request | CPU ms/iteration |");
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let run_secs = plan.seconds + plan.warmup;
     for l in &r.loads {
         let q = &l.latency_us;
+        let cost = |per: f64, scale: f64, digits: usize| {
+            let each = |ms: f64| if per > 0.0 { ms * scale / (per * run_secs) } else { f64::NAN };
+            match m.store {
+                Store::Sqlite => format!("{:.digits$}", each(l.cpu.server_ms)),
+                _ => format!("{:.digits$} / {:.digits$}", each(l.cpu.server_ms), each(l.cpu.database_ms)),
+            }
+        };
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             l.mix,
             l.clients,
             group(l.requests_per_sec as u64),
             group(l.iterations_per_sec as u64),
             us(q.p50),
             us(q.p99),
-            us(q.p999)
+            us(q.p999),
+            cost(l.requests_per_sec, 1000.0, 0),
+            cost(l.iterations_per_sec, 1.0, 2)
         );
     }
     let _ = writeln!(w, "\n![requests/s by clients]({}.svg)\n", m.name);
