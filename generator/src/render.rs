@@ -544,6 +544,10 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
         Transport::Http => {
             add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
             add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
+            // TLS for https:// pushes only where the manifest asks for it (`push: https`).
+            if c.https {
+                add("src/tls.rs", "transport/http/tls.rs", Ok(include_str!("../../templates/transport/http/tls.rs").to_string()))?;
+            }
         }
         Transport::Nats => {
             add("src/nats.rs", "transport/nats/nats.rs", Ok(include_str!("../../templates/transport/nats/nats.rs").to_string()))?;

@@ -18,6 +18,9 @@
 {% if c.jwt() %}
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
 {% endif %}
+{% if c.https %}
+//! `tls` opens the TLS connections of pushes to https:// addresses.
+{% endif %}
 
 {% if c.jwt() %}
 mod auth;
@@ -28,6 +31,9 @@ mod cron;
 mod delivery;
 {% if c.http() %}
 mod http;
+{% if c.https %}
+mod tls;
+{% endif %}
 {% else %}
 mod nats;
 {% endif %}

@@ -12,6 +12,7 @@
 //! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
 //! environment).
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
+//! `tls` opens the TLS connections of pushes to https:// addresses.
 
 mod auth;
 mod clock;
@@ -19,6 +20,7 @@ mod config;
 mod cron;
 mod delivery;
 mod http;
+mod tls;
 #[allow(dead_code)]
 mod protocol;
 mod outbox;

@@ -12,12 +12,14 @@
 //! `outbox` (queued messages between store and delivery), `protocol` (wire records and requests,
 //! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
 //! environment).
+//! `tls` opens the TLS connections of pushes to https:// addresses.
 
 mod clock;
 mod config;
 mod cron;
 mod delivery;
 mod http;
+mod tls;
 mod machine;
 mod protocol;
 mod outbox;
