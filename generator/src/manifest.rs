@@ -121,8 +121,12 @@ impl Transport {
 pub const FEATURES: &[&str] = &["jwt", "push", "https", "retention", "metrics", "dashboard"];
 
 impl Manifest {
-    /// Whether the manifest turns on an optional feature named in spec/ (one of `FEATURES`).
+    /// Whether the manifest turns on an optional feature named in spec/ (one of `FEATURES`), or,
+    /// for `!<feature>`, leaves it off.
     pub fn has_feature(&self, feature: &str) -> bool {
+        if let Some(off) = feature.strip_prefix('!') {
+            return !self.has_feature(off);
+        }
         match feature {
             "push" => self.push != Push::None,
             "https" => self.push == Push::Https,

@@ -596,6 +596,10 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
                 add("src/ui.js", "transport/http/ui.js", Ok(include_str!("../../templates/transport/http/ui.js").to_string()))?;
                 add("src/ui.css", "transport/http/ui.css", Ok(include_str!("../../templates/transport/http/ui.css").to_string()))?;
             }
+            // TLS for https:// pushes only where the manifest asks for it (`push: https`).
+            if c.https {
+                add("src/tls.rs", "transport/http/tls.rs", Ok(include_str!("../../templates/transport/http/tls.rs").to_string()))?;
+            }
         }
         Transport::Nats => {
             add("src/nats.rs", "transport/nats/nats.rs", Ok(include_str!("../../templates/transport/nats/nats.rs").to_string()))?;

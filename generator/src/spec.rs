@@ -522,7 +522,8 @@ pub struct Choice {
     pub follows: String,
     pub choice: String,
     pub reason: String,
-    /// Only targets whose manifest turns this feature on make this choice (all when absent).
+    /// Only targets whose manifest turns this feature on make this choice (all when absent);
+    /// `!<feature>`: only those that leave it off.
     pub feature: Option<String>,
     /// Only targets with one of these transports make this choice (all when absent).
     pub transports: Option<Vec<String>>,
@@ -684,9 +685,15 @@ impl Spec {
             .options
             .iter()
             .map(|o| ("config.yaml", &o.name, &o.feature))
-            .chain(self.rules.rules.iter().map(|(name, r)| ("rules.yaml", name, &r.feature)));
+            .chain(self.rules.rules.iter().map(|(name, r)| ("rules.yaml", name, &r.feature)))
+            .chain(self.choices.iter().map(|ch| ("choices.yaml", &ch.id, &ch.feature)));
         for (file, name, feature) in features {
-            if let Some(f) = feature.as_deref().filter(|f| !crate::manifest::FEATURES.contains(f)) {
+            // Choices may also name a feature a target leaves off (`!https`).
+            let named = |f: &str| -> bool {
+                let f = if file == "choices.yaml" { f.strip_prefix('!').unwrap_or(f) } else { f };
+                crate::manifest::FEATURES.contains(&f)
+            };
+            if let Some(f) = feature.as_deref().filter(|f| !named(f)) {
                 bail!(
                     "{}: at `{name}.feature`: unknown feature `{f}` (manifests know {})",
                     dir.join(file).display(),

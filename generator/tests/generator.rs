@@ -139,6 +139,24 @@ fn auth_jwt_renders_its_own_target_and_only_it_carries_jwt_code() {
 }
 
 #[test]
+fn only_push_https_targets_carry_tls_and_the_https_choices_follow_it() {
+    let spec = Spec::load(&root().join("spec")).unwrap();
+    for m in Manifest::load_all(&root().join("targets")).unwrap() {
+        let files = render::render(&spec, &m).unwrap();
+        let text = |path: &str| files.iter().find(|f| f.path == path).map(|f| f.contents.clone());
+        let https = m.push == resonate_gen::manifest::Push::Https;
+        let tls = files.iter().any(|f| f.contents.contains("rustls") || f.contents.contains("transports-http-push-ca-file"));
+        assert_eq!(tls, https, "{}: TLS code and the CA file option only with push: https", m.name);
+        assert_eq!(text("src/tls.rs").is_some(), https, "{}: src/tls.rs only with push: https", m.name);
+        // `feature: "!https"` in choices.yaml: the choice about undeliverable https:// targets is
+        // made by every target but those that deliver them.
+        let readme = text("README.md").unwrap();
+        assert_eq!(readme.contains("**https-without-tls**"), !https, "{}", m.name);
+        assert_eq!(readme.contains("**https-push**"), https, "{}", m.name);
+    }
+}
+
+#[test]
 fn rendering_is_deterministic() {
     let spec = Spec::load(&root().join("spec")).unwrap();
     for m in Manifest::load_all(&root().join("targets")).unwrap() {

@@ -17,6 +17,10 @@ pub struct Settings {
     /// ms a push may take before it counts as failed.
     pub push_timeout: i64,
 {% endif %}
+{% if c.https %}
+    /// TLS for https:// pushes.
+    pub tls: crate::tls::Tls,
+{% endif %}
 {% if c.retention %}
     /// ms after settlement a promise is deleted (rule R8); 0 keeps everything.
     pub retention: i64,
@@ -30,6 +34,10 @@ pub struct Config {
     /// {{ o.doc }}
     pub {{ o.field }}: {{ o.ty }},
 {% endfor %}
+{% if c.https %}
+    /// TLS for https:// pushes: the platform's roots plus --transports-http-push-ca-file.
+    pub push_tls: crate::tls::Tls,
+{% endif %}
 }
 
 /// Every flag this server takes.
@@ -49,6 +57,9 @@ impl Config {
 {% for o in c.options %}
             {{ o.field }}: {{ o.default }},
 {% endfor %}
+{% if c.https %}
+            push_tls: crate::tls::Tls::default(),
+{% endif %}
         };
 {% for o in c.options %}
         if let Ok(v) = std::env::var("{{ o.env }}") {
@@ -87,6 +98,10 @@ impl Config {
             };
             config.set(&name, &value, &format!("--{name}"))?;
         }
+{% if c.https %}
+        // Read now, so a CA file that cannot be used stops the server before it starts.
+        config.push_tls = crate::tls::Tls::load(&config.transports_http_push_ca_file)?;
+{% endif %}
         Ok(Some(config))
     }
 
@@ -154,6 +169,9 @@ impl Config {
             retry_cap: self.messages_retry_cap,
 {% if c.push %}
             push_timeout: self.transports_http_push_request_timeout,
+{% endif %}
+{% if c.https %}
+            tls: self.push_tls.clone(),
 {% endif %}
 {% if c.retention %}
             retention: self.retention,

@@ -22,6 +22,9 @@
 //! `metrics` holds the counters the other modules bump and serves them, with the store's counts,
 //! at `GET /metrics` on a port of its own.
 {% endif %}
+{% if c.https %}
+//! `tls` opens the TLS connections of pushes to https:// addresses.
+{% endif %}
 
 {% if c.jwt() %}
 mod auth;
@@ -32,6 +35,9 @@ mod cron;
 mod delivery;
 {% if c.http() %}
 mod http;
+{% if c.https %}
+mod tls;
+{% endif %}
 {% else %}
 mod nats;
 {% endif %}

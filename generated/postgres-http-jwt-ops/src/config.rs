@@ -17,6 +17,8 @@ pub struct Settings {
     pub retry_cap: i64,
     /// ms a push may take before it counts as failed.
     pub push_timeout: i64,
+    /// TLS for https:// pushes.
+    pub tls: crate::tls::Tls,
     /// ms after settlement a promise is deleted (rule R8); 0 keeps everything.
     pub retention: i64,
 }
@@ -44,6 +46,8 @@ pub struct Config {
     pub retention: i64,
     /// ms an HTTP push may take before it counts as failed and is retried with backoff
     pub transports_http_push_request_timeout: i64,
+    /// PEM file of one or more CA certificates that https:// pushes trust besides the platform's roots (workers behind a private CA); read at start-up
+    pub transports_http_push_ca_file: String,
     /// most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped
     pub messages_retry_cap: i64,
     /// PEM public key file that verifies the JWT of every request: RSA (RS*/PS*), EC P-256/P-384 (ES256/ES384) or Ed25519 (EdDSA), detected from the file (required)
@@ -58,6 +62,8 @@ pub struct Config {
     pub debug: bool,
     /// log level: error, warn, info or debug
     pub level: String,
+    /// TLS for https:// pushes: the platform's roots plus --transports-http-push-ca-file.
+    pub push_tls: crate::tls::Tls,
 }
 
 /// Every flag this server takes.
@@ -72,6 +78,7 @@ const FLAGS: &[&str] = &[
     "timeouts-poll-interval",
     "retention",
     "transports-http-push-request-timeout",
+    "transports-http-push-ca-file",
     "messages-retry-cap",
     "auth-publickey",
     "auth-iss",
@@ -82,7 +89,7 @@ const FLAGS: &[&str] = &[
 ];
 
 /// The `--help` text.
-const HELP: &str = "resonate-postgres-http-jwt-ops: a Resonate protocol 2026-04-01 server (PostgreSQL (one function call per request, replicas share the database) with JWT auth, HTTP + SSE, HTTP and HTTPS push, Prometheus metrics, dashboard at /ui)\n\nUsage: resonate-postgres-http-jwt-ops [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-postgres-url <string>\n      PostgreSQL connection URL, e.g. postgres://user:password@127.0.0.1:5432/resonate (required) [env: RESONATE_STORAGE__POSTGRES__URL] [default: ]\n  --storage-postgres-pool-size <i64>\n      connections the server keeps open to PostgreSQL for requests (one more LISTENs for messages) [env: RESONATE_STORAGE__POSTGRES__POOL_SIZE] [default: 10]\n  --tasks-retry-timeout <i64>\n      ms between re-sends of a pending task's execute message while no worker has acquired it (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes that time out promises, expire leases, re-send tasks and fire schedules (rules R1, R5, R6, R7) [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --auth-publickey <string>\n      PEM public key file that verifies the JWT of every request: RSA (RS*/PS*), EC P-256/P-384 (ES256/ES384) or Ed25519 (EdDSA), detected from the file (required) [env: RESONATE_AUTH__PUBLICKEY] [default: ]\n  --auth-iss <string>\n      when set, a token's iss claim must equal it [env: RESONATE_AUTH__ISS] [default: ]\n  --auth-aud <string>\n      when set, a token's aud claim must contain it [env: RESONATE_AUTH__AUD] [default: ]\n  --observability-metrics-port <u16>\n      TCP port of the Prometheus GET /metrics listener, on the --server-bind address; 0 turns it off (spec/metrics.yaml lists the metrics) [env: RESONATE_OBSERVABILITY__METRICS_PORT] [default: 9090]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n";
+const HELP: &str = "resonate-postgres-http-jwt-ops: a Resonate protocol 2026-04-01 server (PostgreSQL (one function call per request, replicas share the database) with JWT auth, HTTP + SSE, HTTP and HTTPS push, Prometheus metrics, dashboard at /ui)\n\nUsage: resonate-postgres-http-jwt-ops [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-postgres-url <string>\n      PostgreSQL connection URL, e.g. postgres://user:password@127.0.0.1:5432/resonate (required) [env: RESONATE_STORAGE__POSTGRES__URL] [default: ]\n  --storage-postgres-pool-size <i64>\n      connections the server keeps open to PostgreSQL for requests (one more LISTENs for messages) [env: RESONATE_STORAGE__POSTGRES__POOL_SIZE] [default: 10]\n  --tasks-retry-timeout <i64>\n      ms between re-sends of a pending task's execute message while no worker has acquired it (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes that time out promises, expire leases, re-send tasks and fire schedules (rules R1, R5, R6, R7) [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --transports-http-push-ca-file <string>\n      PEM file of one or more CA certificates that https:// pushes trust besides the platform's roots (workers behind a private CA); read at start-up [env: RESONATE_TRANSPORTS__HTTP_PUSH__CA_FILE] [default: ]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --auth-publickey <string>\n      PEM public key file that verifies the JWT of every request: RSA (RS*/PS*), EC P-256/P-384 (ES256/ES384) or Ed25519 (EdDSA), detected from the file (required) [env: RESONATE_AUTH__PUBLICKEY] [default: ]\n  --auth-iss <string>\n      when set, a token's iss claim must equal it [env: RESONATE_AUTH__ISS] [default: ]\n  --auth-aud <string>\n      when set, a token's aud claim must contain it [env: RESONATE_AUTH__AUD] [default: ]\n  --observability-metrics-port <u16>\n      TCP port of the Prometheus GET /metrics listener, on the --server-bind address; 0 turns it off (spec/metrics.yaml lists the metrics) [env: RESONATE_OBSERVABILITY__METRICS_PORT] [default: 9090]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n";
 
 /// The `--version` text.
 const VERSION: &str = concat!(
@@ -107,6 +114,7 @@ impl Config {
             timeouts_poll_interval: 1000,
             retention: 0,
             transports_http_push_request_timeout: 180000,
+            transports_http_push_ca_file: "".to_string(),
             messages_retry_cap: 1000,
             auth_publickey: "".to_string(),
             auth_iss: "".to_string(),
@@ -114,6 +122,7 @@ impl Config {
             observability_metrics_port: 9090,
             debug: false,
             level: "info".to_string(),
+            push_tls: crate::tls::Tls::default(),
         };
         if let Ok(v) = std::env::var("RESONATE_SERVER__PORT") {
             config.set("server-port", &v, "RESONATE_SERVER__PORT")?;
@@ -154,6 +163,14 @@ impl Config {
                     "transports-http-push-request-timeout",
                     &v,
                     "RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT",
+                )?;
+        }
+        if let Ok(v) = std::env::var("RESONATE_TRANSPORTS__HTTP_PUSH__CA_FILE") {
+            config
+                .set(
+                    "transports-http-push-ca-file",
+                    &v,
+                    "RESONATE_TRANSPORTS__HTTP_PUSH__CA_FILE",
                 )?;
         }
         if let Ok(v) = std::env::var("RESONATE_MESSAGES__RETRY_CAP") {
@@ -225,6 +242,7 @@ impl Config {
             };
             config.set(&name, &value, &format!("--{name}"))?;
         }
+        config.push_tls = crate::tls::Tls::load(&config.transports_http_push_ca_file)?;
         Ok(Some(config))
     }
 
@@ -310,6 +328,9 @@ impl Config {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
             }
+            "transports-http-push-ca-file" => {
+                self.transports_http_push_ca_file = value.to_string();
+            }
             "messages-retry-cap" => {
                 self.messages_retry_cap = value
                     .parse()
@@ -363,6 +384,7 @@ impl Config {
             paused: AtomicBool::new(false),
             retry_cap: self.messages_retry_cap,
             push_timeout: self.transports_http_push_request_timeout,
+            tls: self.push_tls.clone(),
             retention: self.retention,
         }
     }

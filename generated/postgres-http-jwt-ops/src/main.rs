@@ -14,6 +14,7 @@
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
 //! `metrics` holds the counters the other modules bump and serves them, with the store's counts,
 //! at `GET /metrics` on a port of its own.
+//! `tls` opens the TLS connections of pushes to https:// addresses.
 
 mod auth;
 mod clock;
@@ -21,6 +22,7 @@ mod config;
 mod cron;
 mod delivery;
 mod http;
+mod tls;
 mod metrics;
 #[allow(dead_code)]
 mod protocol;

@@ -17,6 +17,8 @@ pub struct Settings {
     pub retry_cap: i64,
     /// ms a push may take before it counts as failed.
     pub push_timeout: i64,
+    /// TLS for https:// pushes.
+    pub tls: crate::tls::Tls,
     /// ms after settlement a promise is deleted (rule R8); 0 keeps everything.
     pub retention: i64,
 }
@@ -44,6 +46,8 @@ pub struct Config {
     pub retention: i64,
     /// ms an HTTP push may take before it counts as failed and is retried with backoff
     pub transports_http_push_request_timeout: i64,
+    /// PEM file of one or more CA certificates that https:// pushes trust besides the platform's roots (workers behind a private CA); read at start-up
+    pub transports_http_push_ca_file: String,
     /// most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped
     pub messages_retry_cap: i64,
     /// TCP port of the Prometheus GET /metrics listener, on the --server-bind address; 0 turns it off (spec/metrics.yaml lists the metrics)
@@ -52,6 +56,8 @@ pub struct Config {
     pub debug: bool,
     /// log level: error, warn, info or debug
     pub level: String,
+    /// TLS for https:// pushes: the platform's roots plus --transports-http-push-ca-file.
+    pub push_tls: crate::tls::Tls,
 }
 
 /// Every flag this server takes.
@@ -66,6 +72,7 @@ const FLAGS: &[&str] = &[
     "timeouts-poll-interval",
     "retention",
     "transports-http-push-request-timeout",
+    "transports-http-push-ca-file",
     "messages-retry-cap",
     "observability-metrics-port",
     "debug",
@@ -73,7 +80,7 @@ const FLAGS: &[&str] = &[
 ];
 
 /// The `--help` text.
-const HELP: &str = "resonate-sqlite-http-ops: a Resonate protocol 2026-04-01 server (embedded default for operators: SQLite file in WAL mode, HTTP + SSE, HTTP and HTTPS push, Prometheus metrics, dashboard at /ui)\n\nUsage: resonate-sqlite-http-ops [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-sqlite-path <string>\n      SQLite database file (WAL mode) [env: RESONATE_STORAGE__SQLITE__PATH] [default: resonate.db]\n  --storage-sqlite-synchronous <string>\n      full: fsync every commit (survives power loss); normal: survives a killed process, not power loss [env: RESONATE_STORAGE__SQLITE__SYNCHRONOUS] [default: full]\n  --tasks-retry-timeout <i64>\n      ms between re-sends of a pending task's execute message while no worker has acquired it (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes that time out promises, expire leases, re-send tasks and fire schedules (rules R1, R5, R6, R7) [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --observability-metrics-port <u16>\n      TCP port of the Prometheus GET /metrics listener, on the --server-bind address; 0 turns it off (spec/metrics.yaml lists the metrics) [env: RESONATE_OBSERVABILITY__METRICS_PORT] [default: 9090]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n";
+const HELP: &str = "resonate-sqlite-http-ops: a Resonate protocol 2026-04-01 server (embedded default for operators: SQLite file in WAL mode, HTTP + SSE, HTTP and HTTPS push, Prometheus metrics, dashboard at /ui)\n\nUsage: resonate-sqlite-http-ops [OPTIONS]\n\nEvery option can also be set by its environment variable; a flag wins over the environment.\n\nOptions:\n  --server-port <u16>\n      TCP port of the HTTP listener [env: RESONATE_SERVER__PORT] [default: 8001]\n  --server-bind <string>\n      address the HTTP listener binds [env: RESONATE_SERVER__BIND] [default: 0.0.0.0]\n  --server-host <string>\n      host name used in the default server URL [env: RESONATE_SERVER__HOST] [default: localhost]\n  --server-url <string>\n      URL sent to workers in execute messages, one they can reach: http:// or https:// over HTTP, nats:// over NATS (default http://<server-host>:<server-port> over HTTP, the --nats-url over NATS) [env: RESONATE_SERVER__URL] [default: ]\n  --storage-sqlite-path <string>\n      SQLite database file (WAL mode) [env: RESONATE_STORAGE__SQLITE__PATH] [default: resonate.db]\n  --storage-sqlite-synchronous <string>\n      full: fsync every commit (survives power loss); normal: survives a killed process, not power loss [env: RESONATE_STORAGE__SQLITE__SYNCHRONOUS] [default: full]\n  --tasks-retry-timeout <i64>\n      ms between re-sends of a pending task's execute message while no worker has acquired it (rule R6) [env: RESONATE_TASKS__RETRY_TIMEOUT] [default: 30000]\n  --timeouts-poll-interval <i64>\n      ms between background passes that time out promises, expire leases, re-send tasks and fire schedules (rules R1, R5, R6, R7) [env: RESONATE_TIMEOUTS__POLL_INTERVAL] [default: 1000]\n  --retention <duration>\n      delete settled promises, their tasks and callbacks this long after settlement (rule R8), e.g. 7d, 12h, 90m; 0 keeps everything [env: RESONATE_RETENTION] [default: 0]\n  --transports-http-push-request-timeout <i64>\n      ms an HTTP push may take before it counts as failed and is retried with backoff [env: RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT] [default: 180000]\n  --transports-http-push-ca-file <string>\n      PEM file of one or more CA certificates that https:// pushes trust besides the platform's roots (workers behind a private CA); read at start-up [env: RESONATE_TRANSPORTS__HTTP_PUSH__CA_FILE] [default: ]\n  --messages-retry-cap <i64>\n      most messages per address kept for another attempt after a failed delivery; past it the oldest failed ones are dropped [env: RESONATE_MESSAGES__RETRY_CAP] [default: 1000]\n  --observability-metrics-port <u16>\n      TCP port of the Prometheus GET /metrics listener, on the --server-bind address; 0 turns it off (spec/metrics.yaml lists the metrics) [env: RESONATE_OBSERVABILITY__METRICS_PORT] [default: 9090]\n  --debug\n      enable the debug.* kinds and the resonate:debug_time request clock [env: RESONATE_DEBUG] [default: false]\n  --level <string>\n      log level: error, warn, info or debug [env: RESONATE_LEVEL] [default: info]\n  -h, --help\n      Print this help\n  -V, --version\n      Print the name, version and protocol version\n";
 
 /// The `--version` text.
 const VERSION: &str = concat!(
@@ -98,10 +105,12 @@ impl Config {
             timeouts_poll_interval: 1000,
             retention: 0,
             transports_http_push_request_timeout: 180000,
+            transports_http_push_ca_file: "".to_string(),
             messages_retry_cap: 1000,
             observability_metrics_port: 9090,
             debug: false,
             level: "info".to_string(),
+            push_tls: crate::tls::Tls::default(),
         };
         if let Ok(v) = std::env::var("RESONATE_SERVER__PORT") {
             config.set("server-port", &v, "RESONATE_SERVER__PORT")?;
@@ -142,6 +151,14 @@ impl Config {
                     "transports-http-push-request-timeout",
                     &v,
                     "RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT",
+                )?;
+        }
+        if let Ok(v) = std::env::var("RESONATE_TRANSPORTS__HTTP_PUSH__CA_FILE") {
+            config
+                .set(
+                    "transports-http-push-ca-file",
+                    &v,
+                    "RESONATE_TRANSPORTS__HTTP_PUSH__CA_FILE",
                 )?;
         }
         if let Ok(v) = std::env::var("RESONATE_MESSAGES__RETRY_CAP") {
@@ -204,6 +221,7 @@ impl Config {
             };
             config.set(&name, &value, &format!("--{name}"))?;
         }
+        config.push_tls = crate::tls::Tls::load(&config.transports_http_push_ca_file)?;
         Ok(Some(config))
     }
 
@@ -282,6 +300,9 @@ impl Config {
                     return Err(format!("{source}: must be at least 1, got {value}"));
                 }
             }
+            "transports-http-push-ca-file" => {
+                self.transports_http_push_ca_file = value.to_string();
+            }
             "messages-retry-cap" => {
                 self.messages_retry_cap = value
                     .parse()
@@ -326,6 +347,7 @@ impl Config {
             paused: AtomicBool::new(false),
             retry_cap: self.messages_retry_cap,
             push_timeout: self.transports_http_push_request_timeout,
+            tls: self.push_tls.clone(),
             retention: self.retention,
         }
     }

@@ -14,12 +14,14 @@
 //! environment).
 //! `metrics` holds the counters the other modules bump and serves them, with the store's counts,
 //! at `GET /metrics` on a port of its own.
+//! `tls` opens the TLS connections of pushes to https:// addresses.
 
 mod clock;
 mod config;
 mod cron;
 mod delivery;
 mod http;
+mod tls;
 mod metrics;
 mod machine;
 mod protocol;

@@ -1,5 +1,10 @@
+{% if c.https %}
+//! Delivery of queued messages: `poll://` addresses to connected SSE streams, `http://` and
+//! `https://` addresses by one POST each.
+{% else %}
 //! Delivery of queued messages: `poll://` addresses to connected SSE streams, `http://`
 //! addresses by one POST each.
+{% endif %}
 //!
 //! At least once: a message stays in the outbox until a stream wrote it to its connection or a
 //! push endpoint answered 2xx. While a stream or a push has it, the row is held (not due again
@@ -258,7 +263,7 @@ async fn deliver(store: &Store, hub: &Arc<Hub>, {% if c.push %}settings: &Settin
             continue;
         }
 {% if c.push %}
-        if address.starts_with("http://") {
+        if address.starts_with("http://"){% if c.https %} || address.starts_with("https://"){% endif %} {
             // Held for the length of the attempt, so the next pass does not send it again.
             out.held.push((key.clone(), message.clone(), now() + settings.push_timeout));
             pushes.push(Outgoing { key, address, message, attempts });
@@ -282,15 +287,15 @@ async fn deliver(store: &Store, hub: &Arc<Hub>, {% if c.push %}settings: &Settin
     record(store, out).await;
 {% if c.push %}
     for outgoing in pushes {
-        tokio::spawn(push_one(store.clone(), outgoing, settings.push_timeout));
+        tokio::spawn(push_one(store.clone(), outgoing, settings.push_timeout{% if c.https %}, settings.tls.clone(){% endif %}));
     }
 {% endif %}
 }
 {% if c.push %}
 
 /// One push attempt, its outcome recorded: delivered on a 2xx, else failed with backoff.
-async fn push_one(store: Store, Outgoing { key, address, message, attempts }: Outgoing, timeout: i64) {
-    let pushed = tokio::time::timeout(Duration::from_millis(timeout as u64), push(&address, &message)).await;
+async fn push_one(store: Store, Outgoing { key, address, message, attempts }: Outgoing, timeout: i64{% if c.https %}, tls: crate::tls::Tls{% endif %}) {
+    let pushed = tokio::time::timeout(Duration::from_millis(timeout as u64), push({% if c.https %}&tls, {% endif %}&address, &message)).await;
     let outcome = match pushed {
 {% if c.metrics %}
         Ok(Ok(true)) => {
@@ -338,19 +343,51 @@ async fn record(store: &Store, deliveries: Deliveries) {
 }
 {% if c.push %}
 
+{% if c.https %}
+/// POSTs one message to an `http://` or `https://host[:port][/path]` address (TLS verified
+/// against the trusted roots); true on a 2xx answer.
+async fn push(tls: &crate::tls::Tls, address: &str, message: &str) -> Result<bool, String> {
+    let (secure, rest) = match address.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, &address["http://".len()..]),
+    };
+{% else %}
 /// POSTs one message to an `http://host[:port][/path]` address; true on a 2xx answer.
 async fn push(address: &str, message: &str) -> Result<bool, String> {
     let rest = &address["http://".len()..];
+{% endif %}
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let connect_to = if authority.contains(':') && !authority.ends_with(']') {
         authority.to_string()
+{% if c.https %}
+    } else if secure {
+        format!("{authority}:443")
+{% endif %}
     } else {
         format!("{authority}:80")
     };
     let stream = tokio::net::TcpStream::connect(connect_to).await.map_err(|e| e.to_string())?;
+{% if c.https %}
+    if secure {
+        // The name the certificate must carry: the host without port, an IPv6 one without brackets.
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => authority.split(':').next().unwrap_or(authority),
+        };
+        return post(tls.connect(host, stream).await?, authority, path, message).await;
+    }
+    post(stream, authority, path, message).await
+}
+
+/// Sends one message as `POST path` over an open connection; true on a 2xx answer.
+async fn post<S>(stream: S, authority: &str, path: &str, message: &str) -> Result<bool, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+{% endif %}
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
