@@ -135,6 +135,25 @@ fn a_push_that_fails_then_times_out_is_retried_until_the_endpoint_recovers() {
 }
 
 #[test]
+fn a_push_that_fails_at_once_is_retried_after_its_backoff_not_after_the_request_timeout() {
+    // The default request timeout (180 s) holds a push that is on its way; a failure that comes
+    // back at once must be due again after the first backoff (1 s), not when the hold runs out.
+    let (_server, mut client) = start(&[]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}/hook", listener.local_addr().unwrap());
+    let pushes = endpoint(listener, vec![Answer::Status(500), Answer::Status(200)]);
+    unblock_to(&mut client, "p", &address);
+    let (_, first) = pushes.recv_timeout(WAIT).expect("the server pushes the unblock");
+    assert!(matches!(first, Answer::Status(500)));
+    let failed = Instant::now();
+    let (_, second) = pushes.recv_timeout(Duration::from_secs(10)).expect("the failed push is retried within 10 s");
+    assert!(matches!(second, Answer::Status(200)));
+    let after = failed.elapsed();
+    assert!(after >= Duration::from_millis(800), "retried after its backoff (1 s), not at once: {after:?}");
+    eventually("the delivered message leaves the outbox", || queued(&mut client, &address).is_empty());
+}
+
+#[test]
 fn a_dead_endpoint_keeps_only_its_newest_failed_messages_up_to_the_cap() {
     let (_server, mut client) = start(&["--messages-retry-cap", "3"]);
     let dead = closed_port();

@@ -223,7 +223,7 @@ pub async fn run(
         let next = match store.outbox(at, BATCH, hub.streams()).await {
             Ok((rows, next)) => {
                 let full = rows.len() == BATCH;
-                deliver(&store, &hub, &settings, rows).await;
+                deliver(&store, &hub, &settings, &enqueued, rows).await;
                 if full {
                     continue;
                 }
@@ -249,6 +249,7 @@ async fn deliver(
     store: &Store,
     hub: &Arc<Hub>,
     settings: &Settings,
+    wake: &Arc<Notify>,
     rows: Vec<Outgoing>,
 ) {
     let mut out = Deliveries::default();
@@ -292,6 +293,7 @@ async fn deliver(
         tokio::spawn(
             push_one(
                 store.clone(),
+                wake.clone(),
                 outgoing,
                 settings.push_timeout,
                 settings.tls.clone(),
@@ -303,6 +305,7 @@ async fn deliver(
 /// One push attempt, its outcome recorded: delivered on a 2xx, else failed with backoff.
 async fn push_one(
     store: Store,
+    wake: Arc<Notify>,
     Outgoing { key, address, message, attempts }: Outgoing,
     timeout: i64,
     tls: crate::tls::Tls,
@@ -338,7 +341,11 @@ async fn push_one(
             }
         }
     };
+    let failed = !outcome.failed.is_empty();
     record(&store, outcome).await;
+    if failed {
+        wake.notify_one();
+    }
 }
 
 /// Records what became of messages, and says when the retry cap dropped some.

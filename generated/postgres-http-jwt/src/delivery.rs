@@ -222,7 +222,7 @@ pub async fn run(
         let next = match store.outbox(at, BATCH, hub.streams()).await {
             Ok((rows, next)) => {
                 let full = rows.len() == BATCH;
-                deliver(&store, &hub, &settings, rows).await;
+                deliver(&store, &hub, &settings, &enqueued, rows).await;
                 if full {
                     continue;
                 }
@@ -248,6 +248,7 @@ async fn deliver(
     store: &Store,
     hub: &Arc<Hub>,
     settings: &Settings,
+    wake: &Arc<Notify>,
     rows: Vec<Outgoing>,
 ) {
     let mut out = Deliveries::default();
@@ -283,13 +284,16 @@ async fn deliver(
     }
     record(store, out).await;
     for outgoing in pushes {
-        tokio::spawn(push_one(store.clone(), outgoing, settings.push_timeout));
+        tokio::spawn(
+            push_one(store.clone(), wake.clone(), outgoing, settings.push_timeout),
+        );
     }
 }
 
 /// One push attempt, its outcome recorded: delivered on a 2xx, else failed with backoff.
 async fn push_one(
     store: Store,
+    wake: Arc<Notify>,
     Outgoing { key, address, message, attempts }: Outgoing,
     timeout: i64,
 ) {
@@ -322,7 +326,11 @@ async fn push_one(
             }
         }
     };
+    let failed = !outcome.failed.is_empty();
     record(&store, outcome).await;
+    if failed {
+        wake.notify_one();
+    }
 }
 
 /// Records what became of messages, and says when the retry cap dropped some.

@@ -208,7 +208,7 @@ pub async fn run(
         let next = match store.outbox(at, BATCH).await {
             Ok(rows) => {
                 let full = rows.len() == BATCH;
-                deliver(&store, &hub, &settings, rows).await;
+                deliver(&store, &hub, &settings, &enqueued, rows).await;
                 if full {
                     continue;
                 }
@@ -234,6 +234,7 @@ async fn deliver(
     store: &Store,
     hub: &Arc<Hub>,
     settings: &Settings,
+    wake: &Arc<Notify>,
     rows: Vec<Outgoing>,
 ) {
     let mut out = Deliveries::default();
@@ -277,6 +278,7 @@ async fn deliver(
         tokio::spawn(
             push_one(
                 store.clone(),
+                wake.clone(),
                 outgoing,
                 settings.push_timeout,
                 settings.tls.clone(),
@@ -288,6 +290,7 @@ async fn deliver(
 /// One push attempt, its outcome recorded: delivered on a 2xx, else failed with backoff.
 async fn push_one(
     store: Store,
+    wake: Arc<Notify>,
     Outgoing { key, address, message, attempts }: Outgoing,
     timeout: i64,
     tls: crate::tls::Tls,
@@ -323,7 +326,11 @@ async fn push_one(
             }
         }
     };
+    let failed = !outcome.failed.is_empty();
     record(&store, outcome).await;
+    if failed {
+        wake.notify_one();
+    }
 }
 
 /// Records what became of messages, and says when the retry cap dropped some.

@@ -191,7 +191,7 @@ pub async fn run(store: Store, hub: Arc<Hub>, enqueued: Arc<Notify>, settings: A
         let next = match store.outbox(at, BATCH).await {
             Ok(rows) => {
                 let full = rows.len() == BATCH;
-                deliver(&store, &hub, {% if c.push %}&settings, {% endif %}rows).await;
+                deliver(&store, &hub, {% if c.push %}&settings, &enqueued, {% endif %}rows).await;
                 if full {
                     continue;
                 }
@@ -202,7 +202,7 @@ pub async fn run(store: Store, hub: Arc<Hub>, enqueued: Arc<Notify>, settings: A
         let next = match store.outbox(at, BATCH, hub.streams()).await {
             Ok((rows, next)) => {
                 let full = rows.len() == BATCH;
-                deliver(&store, &hub, {% if c.push %}&settings, {% endif %}rows).await;
+                deliver(&store, &hub, {% if c.push %}&settings, &enqueued, {% endif %}rows).await;
                 if full {
                     continue;
                 }
@@ -237,7 +237,7 @@ pub async fn run(store: Store, hub: Arc<Hub>, enqueued: Arc<Notify>, settings: A
 }
 
 /// One pass over due messages.
-async fn deliver(store: &Store, hub: &Arc<Hub>, {% if c.push %}settings: &Settings, {% endif %}rows: Vec<Outgoing>) {
+async fn deliver(store: &Store, hub: &Arc<Hub>, {% if c.push %}settings: &Settings, wake: &Arc<Notify>, {% endif %}rows: Vec<Outgoing>) {
     let mut out = Deliveries::default();
 {% if c.push %}
     let mut pushes = Vec::new();
@@ -287,14 +287,14 @@ async fn deliver(store: &Store, hub: &Arc<Hub>, {% if c.push %}settings: &Settin
     record(store, out).await;
 {% if c.push %}
     for outgoing in pushes {
-        tokio::spawn(push_one(store.clone(), outgoing, settings.push_timeout{% if c.https %}, settings.tls.clone(){% endif %}));
+        tokio::spawn(push_one(store.clone(), wake.clone(), outgoing, settings.push_timeout{% if c.https %}, settings.tls.clone(){% endif %}));
     }
 {% endif %}
 }
 {% if c.push %}
 
 /// One push attempt, its outcome recorded: delivered on a 2xx, else failed with backoff.
-async fn push_one(store: Store, Outgoing { key, address, message, attempts }: Outgoing, timeout: i64{% if c.https %}, tls: crate::tls::Tls{% endif %}) {
+async fn push_one(store: Store, wake: Arc<Notify>, Outgoing { key, address, message, attempts }: Outgoing, timeout: i64{% if c.https %}, tls: crate::tls::Tls{% endif %}) {
     let pushed = tokio::time::timeout(Duration::from_millis(timeout as u64), push({% if c.https %}&tls, {% endif %}&address, &message)).await;
     let outcome = match pushed {
 {% if c.metrics %}
@@ -309,7 +309,6 @@ async fn push_one(store: Store, Outgoing { key, address, message, attempts }: Ou
 {% if c.metrics %}
             crate::metrics::delivered(crate::metrics::Delivery::Error, 1);
 {% endif %}
-
             let why = match failure {
                 Ok(Ok(_)) => "answered with a non-2xx status".to_string(),
                 Ok(Err(e)) => e,
@@ -319,7 +318,13 @@ async fn push_one(store: Store, Outgoing { key, address, message, attempts }: Ou
             Deliveries { failed: vec![(key, message, now() + backoff(attempts))], ..Deliveries::default() }
         }
     };
+    let failed = !outcome.failed.is_empty();
     record(&store, outcome).await;
+    // The loop sleeps until the push's hold runs out (the request timeout); a failure that came
+    // sooner is due again after its backoff, so the loop looks again now.
+    if failed {
+        wake.notify_one();
+    }
 }
 {% endif %}
 
