@@ -18,6 +18,7 @@ pub mod transport;
 
 use transport::Rpc;
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 /// The protocol version every request carries.
 const PROTOCOL_VERSION: &str = "2026-04-01";
@@ -38,4 +39,27 @@ pub fn call(conn: &mut impl Rpc, kind: &str, data: Value, now: Option<i64>) -> (
         .rpc(request.to_string().as_bytes())
         .unwrap_or_else(|e| panic!("{kind} request failed: {e}"));
     (response.status, response.json())
+}
+
+/// [`call`] without a debug time that must answer 200; returns the response's `data`.
+pub fn ok(conn: &mut impl Rpc, kind: &str, data: Value) -> Value {
+    let (status, envelope) = call(conn, kind, data.clone(), None);
+    assert_eq!(status, 200, "{kind} {data} answered {envelope}");
+    envelope["data"].clone()
+}
+
+/// The messages queued for `address`, as `debug.snap` shows them (a `--debug` server).
+pub fn queued(conn: &mut impl Rpc, address: &str) -> Vec<Value> {
+    let snap = ok(conn, "debug.snap", json!({}));
+    let messages = snap["messages"].as_array().expect("snap lists messages");
+    messages.iter().filter(|m| m["address"] == address).map(|m| m["message"].clone()).collect()
+}
+
+/// Waits until `done` holds, checking every 50 ms; panics with `what` after `wait`.
+pub fn eventually(what: &str, wait: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + wait;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {wait:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -3,7 +3,7 @@
 //! failed messages of one address are capped. Push endpoints here are real TCP listeners that
 //! refuse, fail, hang and recover. Runs on the target `RESONATE_TARGET` names (default sqlite-http).
 
-use resonate_tests::call;
+use resonate_tests::{ok, queued};
 use resonate_tests::client::{Client, Sse};
 use resonate_tests::server::{build, target, Server};
 use serde_json::{json, Value};
@@ -26,11 +26,6 @@ fn start(args: &[&str]) -> (Server, Client) {
     (server, client)
 }
 
-fn ok(client: &mut Client, kind: &str, data: Value) -> Value {
-    let (status, envelope) = call(client, kind, data.clone(), None);
-    assert_eq!(status, 200, "{kind} {data} answered {envelope}");
-    envelope["data"].clone()
-}
 
 /// A pending promise `id` with a listener at `address`, then settled: one unblock queued.
 fn unblock_to(client: &mut Client, id: &str, address: &str) {
@@ -40,20 +35,10 @@ fn unblock_to(client: &mut Client, id: &str, address: &str) {
     ok(client, "promise.settle", json!({ "id": id, "state": "resolved", "value": {} }));
 }
 
-/// The messages queued for `address`, as `debug.snap` shows them.
-fn queued(client: &mut Client, address: &str) -> Vec<Value> {
-    let snap = ok(client, "debug.snap", json!({}));
-    let messages = snap["messages"].as_array().expect("snap lists messages");
-    messages.iter().filter(|m| m["address"] == address).map(|m| m["message"].clone()).collect()
-}
 
-/// Waits until `done` holds, checking every 50 ms; panics with `what` after WAIT.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
+/// Waits until `done` holds, checking every 50 ms; panics with `what` after [`WAIT`].
+fn eventually(what: &str, done: impl FnMut() -> bool) {
+    resonate_tests::eventually(what, WAIT, done)
 }
 
 /// How a test endpoint answers one push.

@@ -5,7 +5,7 @@
 //! prints the body of every POST it answered 200. Runs on sqlite-http-ops (RESONATE_HTTPS_TARGET
 //! names another target with push: https).
 
-use resonate_tests::call;
+use resonate_tests::{ok, queued};
 use resonate_tests::client::Client;
 use resonate_tests::server::{build, Server};
 use serde_json::{json, Value};
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FAR: i64 = 4_000_000_000_000;
 /// Longest a test waits for the outcome it expects (backoff doubles from 1 s).
@@ -139,22 +139,15 @@ impl Drop for Endpoint {
     }
 }
 
-/// A delivering `--debug` server whose background rules wait an hour between passes. A push is
-/// held for its timeout before the loop looks at the outbox again, so a short one lets a failed
-/// push be retried after its backoff (1 s, then 2 s) rather than after up to 60 s.
+/// A delivering `--debug` server whose background rules wait an hour between passes.
 fn start(args: &[&str]) -> (Server, Client) {
-    let mut all = vec!["--debug", "--timeouts-poll-interval", "3600000", "--transports-http-push-request-timeout", "1000"];
+    let mut all = vec!["--debug", "--timeouts-poll-interval", "3600000"];
     all.extend_from_slice(args);
     let server = Server::start(&build(&https_target()), &all);
     let client = server.client();
     (server, client)
 }
 
-fn ok(client: &mut Client, kind: &str, data: Value) -> Value {
-    let (status, envelope) = call(client, kind, data.clone(), None);
-    assert_eq!(status, 200, "{kind} {data} answered {envelope}");
-    envelope["data"].clone()
-}
 
 /// A promise `id` targeted at `address`: its task's execute message is queued for it.
 fn execute_to(client: &mut Client, id: &str, address: &str) {
@@ -162,20 +155,10 @@ fn execute_to(client: &mut Client, id: &str, address: &str) {
     ok(client, "promise.create", json!({ "id": id, "timeoutAt": FAR, "param": {}, "tags": tags }));
 }
 
-/// The messages queued for `address`, as `debug.snap` shows them.
-fn queued(client: &mut Client, address: &str) -> Vec<Value> {
-    let snap = ok(client, "debug.snap", json!({}));
-    let messages = snap["messages"].as_array().expect("snap lists messages");
-    messages.iter().filter(|m| m["address"] == address).map(|m| m["message"].clone()).collect()
-}
 
-/// Waits until `done` holds, checking every 50 ms; panics with `what` after WAIT.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
+/// Waits until `done` holds, checking every 50 ms; panics with `what` after [`WAIT`].
+fn eventually(what: &str, done: impl FnMut() -> bool) {
+    resonate_tests::eventually(what, WAIT, done)
 }
 
 #[test]

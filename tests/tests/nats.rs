@@ -8,10 +8,10 @@
 //! Needs the local NATS server (tests/nats-up) and a PostgreSQL the tests can create databases
 //! on (`server::postgres_admin_url`).
 
-use resonate_tests::call;
+use resonate_tests::{call, ok};
 use resonate_tests::nats::{self, Nats};
 use resonate_tests::server::{build, Server};
-use resonate_tests::transport::{Conn, Endpoint, REPLY_TO};
+use resonate_tests::transport::{Endpoint, REPLY_TO};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -23,11 +23,6 @@ const FAR: i64 = 4_000_000_000_000;
 /// How long an awaited message may take to arrive.
 const WAIT: Duration = Duration::from_secs(5);
 
-fn ok(conn: &mut Conn, kind: &str, data: Value) -> Value {
-    let (status, envelope) = call(conn, kind, data.clone(), None);
-    assert_eq!(status, 200, "{kind} {data} answered {envelope}");
-    envelope["data"].clone()
-}
 
 /// How many 200 answers a replica logged (`--level debug` logs one line per answer; the
 /// readiness probes are answered 404).
