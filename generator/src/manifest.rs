@@ -191,8 +191,13 @@ impl Manifest {
                 m.transport.name(),
             );
         }
-        if m.dashboard && m.transport != Transport::Http {
-            bail!("{}: dashboard: true needs transport: http (the page is served at /ui by the HTTP listener)", path.display());
+        if m.dashboard && (m.transport != Transport::Http || m.store == Store::Mysql) {
+            bail!(
+                "{}: dashboard: true is rendered for the sqlite and postgres stores over http only (the page is \
+                 served at /ui by the HTTP listener, and the read of a promise's callbacks and listeners is written \
+                 for SQLite and PostgreSQL); use dashboard: false here",
+                path.display()
+            );
         }
         m.name = expected;
         m.path = path.to_path_buf();

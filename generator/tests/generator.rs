@@ -393,3 +393,21 @@ fn macro_bodies_print_as_code() {
     assert_eq!(file.matches("json!(").count(), 3, "{file}");
     assert!(!reparsed.items.is_empty());
 }
+
+#[test]
+fn operator_features_are_refused_where_they_are_not_rendered() {
+    let dir = scratch("ops-refused");
+    let refused = |name: &str, text: &str| {
+        let path = dir.join(format!("targets/{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        format!("{:#}", Manifest::load(&path).unwrap_err())
+    };
+    let mysql = "store: mysql\ntransport: http\nvariant: ops\ndescription: x\n";
+    let err = refused("mysql-http-ops", &format!("{mysql}dashboard: true\n"));
+    assert!(err.contains("dashboard: true is rendered for the sqlite and postgres stores over http only"), "{err}");
+    let err = refused("mysql-http-ops", &format!("{mysql}metrics: prometheus\n"));
+    assert!(err.contains("metrics: prometheus is rendered for the sqlite and postgres stores over http only"), "{err}");
+    let nats = "store: sqlite\ntransport: nats\npush: none\nvariant: ops\ndescription: x\n";
+    let err = refused("sqlite-nats-ops", &format!("{nats}dashboard: true\n"));
+    assert!(err.contains("use dashboard: false here"), "{err}");
+}

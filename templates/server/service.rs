@@ -54,6 +54,7 @@ struct Head {
 /// The store and what every request is checked against.
 pub struct Service {
     store: Store,
+    settings: Arc<Settings>,
     debug: bool,
 {% if c.jwt() %}
     /// Verifies the token of every request (spec/auth.yaml).
@@ -69,8 +70,8 @@ impl Service {
         let auth = Auth::load(config)?;
 {% endif %}
         let store = Store::open(config, settings.clone(), enqueued).await.map_err(|e| e.to_string())?;
-        tokio::spawn(background(store.clone(), settings, config.timeouts_poll_interval));
-        Ok(Service { store, debug: config.debug{% if c.jwt() %}, auth{% endif %} })
+        tokio::spawn(background(store.clone(), settings.clone(), config.timeouts_poll_interval));
+        Ok(Service { store, settings, debug: config.debug{% if c.jwt() %}, auth{% endif %} })
     }
 
     /// The store, for delivery and readiness.
@@ -145,10 +146,16 @@ impl Service {
             }
         }
         let at = clock.unwrap_or_else(now);
-        self.store.execute(request, at, env.head.corr_id).await.or_else(|e| {
+        let pausing = matches!(request, Request::DebugStart(_));
+        let reply = self.store.execute(request, at, env.head.corr_id).await.or_else(|e| {
             crate::log!(Error, "{} failed: {e}", env.kind);
             Ok(Reply { status: 500, data: json_string(&format!("Internal error: Storage error: {e}")) })
-        })
+        });
+        if pausing {
+            // A pass that began before the pause finishes before debug.start answers.
+            drop(self.settings.passing.lock().await);
+        }
+        reply
     }
 }
 
@@ -160,6 +167,10 @@ async fn background(store: Store, settings: Arc<Settings>, interval: i64) {
     loop {
         ticks.tick().await;
         while !settings.paused.load(Ordering::Relaxed) {
+            let _pass = settings.passing.lock().await;
+            if settings.paused.load(Ordering::Relaxed) {
+                break;
+            }
 {% if c.metrics %}
             let started = std::time::Instant::now();
             let pass = store.run_rules(now()).await;

@@ -13,6 +13,9 @@ pub struct Settings {
     pub server_url: String,
     /// Set by debug.start: background rules and delivery pause.
     pub paused: AtomicBool,
+    /// Held by the background rules for each pass; debug.start waits for it, so that once it
+    /// has answered no pass is under way.
+    pub passing: tokio::sync::Mutex<()>,
     /// Most messages per address kept for another attempt after a failed delivery.
     pub retry_cap: i64,
     /// ms a push may take before it counts as failed.
@@ -342,6 +345,7 @@ impl Config {
             retry_timeout: self.tasks_retry_timeout,
             server_url: self.server_url(),
             paused: AtomicBool::new(false),
+            passing: tokio::sync::Mutex::new(()),
             retry_cap: self.messages_retry_cap,
             push_timeout: self.transports_http_push_request_timeout,
             retention: self.retention,

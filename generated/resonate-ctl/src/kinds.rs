@@ -1567,7 +1567,7 @@ pub const KINDS: &[Kind] = &[
         group: "debug",
         verb: "start",
         tool: "debug_start",
-        doc: "Pauses the background loops and message delivery so deadlines are judged only by request clocks and debug.tick, and the outbox stays as steps left it.",
+        doc: "Pauses the background loops and message delivery so deadlines are judged only by request clocks and debug.tick, and the outbox stays as steps left it; answers once no background pass is under way.",
         help: "",
         debug: true,
         request: Request {

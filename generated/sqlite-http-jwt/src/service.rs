@@ -49,6 +49,7 @@ struct Head {
 /// The store and what every request is checked against.
 pub struct Service {
     store: Store,
+    settings: Arc<Settings>,
     debug: bool,
     /// Verifies the token of every request (spec/auth.yaml).
     auth: Auth,
@@ -66,9 +67,12 @@ impl Service {
         let store = Store::open(config, settings.clone(), enqueued)
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(background(store.clone(), settings, config.timeouts_poll_interval));
+        tokio::spawn(
+            background(store.clone(), settings.clone(), config.timeouts_poll_interval),
+        );
         Ok(Service {
             store,
+            settings,
             debug: config.debug,
             auth,
         })
@@ -123,7 +127,9 @@ impl Service {
             }
         }
         let at = clock.unwrap_or_else(now);
-        self.store
+        let pausing = matches!(request, Request::DebugStart(_));
+        let reply = self
+            .store
             .execute(request, at, env.head.corr_id)
             .await
             .or_else(|e| {
@@ -132,7 +138,11 @@ impl Service {
                     status: 500,
                     data: json_string(&format!("Internal error: Storage error: {e}")),
                 })
-            })
+            });
+        if pausing {
+            drop(self.settings.passing.lock().await);
+        }
+        reply
     }
 }
 
@@ -144,6 +154,10 @@ async fn background(store: Store, settings: Arc<Settings>, interval: i64) {
     loop {
         ticks.tick().await;
         while !settings.paused.load(Ordering::Relaxed) {
+            let _pass = settings.passing.lock().await;
+            if settings.paused.load(Ordering::Relaxed) {
+                break;
+            }
             match store.run_rules(now()).await {
                 Ok(true) => continue,
                 Ok(false) => break,

@@ -1137,7 +1137,7 @@ impl ScheduleSearch {
     }
 }
 
-/// `debug.start`: Pauses the background loops and message delivery so deadlines are judged only by request clocks and debug.tick, and the outbox stays as steps left it.
+/// `debug.start`: Pauses the background loops and message delivery so deadlines are judged only by request clocks and debug.tick, and the outbox stays as steps left it; answers once no background pass is under way.
 ///
 /// Guards, in order: none.
 ///
