@@ -154,7 +154,6 @@ struct Statements {
     fire: Statement,
     claim: Statement,
     record: Statement,
-    ping: Statement,
 }
 
 struct Conn {
@@ -226,45 +225,52 @@ impl Pool {
     /// A new connection: the schema on the search path, this process's settings for the
     /// functions (`resonate.retry_timeout`, `resonate.server_url`, `resonate.retention`), the statements prepared.
     async fn open(&self) -> Result<Conn> {
-        let client = connect(&self.config).await?;
-        client
-            .query_one(
-                "SELECT set_config('search_path', 'resonate', false),
+        self.prepare(connect(&self.config).await?).await
+    }
+
+    /// Readies `client` as a pooled connection. The setting and the statements are sent at once:
+    /// tokio-postgres pipelines them, so they cost one round trip rather than seven.
+    async fn prepare(&self, client: Client) -> Result<Conn> {
+        let retry_timeout = self.settings.retry_timeout.to_string();
+        let retention = self.settings.retention.to_string();
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[
+            &retry_timeout,
+            &self.settings.server_url,
+            &retention,
+        ];
+        let (_, request, rules, fire, claim, record) = tokio::try_join!(
+            client
+                .query_one(
+                    "SELECT set_config('search_path', 'resonate', false),
                         set_config('resonate.retry_timeout', $1, false),
                         set_config('resonate.server_url', $2, false),
                         set_config('resonate.retention', $3, false)",
-                &[
-                    &self.settings.retry_timeout.to_string(),
-                    &self.settings.server_url,
-                    &self.settings.retention.to_string(),
-                ],
-            )
-            .await?;
-        let sql = Statements {
-            request: client
+                    params,
+                ),
+            client
                 .prepare(
                     "SELECT status, body::text FROM resonate.request($1::text, $2::text::jsonb, $3::int8, $4::text::jsonb)",
-                )
-                .await?,
-            rules: client
-                .prepare("SELECT resonate.rules($1::int8, $2::int4, $3::bool)::text")
-                .await?,
-            fire: client
+                ),
+            client.prepare("SELECT resonate.rules($1::int8, $2::int4, $3::bool)::text"),
+            client
                 .prepare(
                     "SELECT resonate.fire($1::text, $2::int8, $3::int8[], $4::int8, $5::int8, $6::bool)",
-                )
-                .await?,
-            claim: client
+                ),
+            client
                 .prepare(
                     "SELECT resonate.claim($1::int8, $2::int4, $3::int8, $4::text[], $5::text[])::text",
-                )
-                .await?,
-            record: client
+                ),
+            client
                 .prepare(
                     "SELECT resonate.record_delivery($1::text::jsonb, $2::text::jsonb, $3::text::jsonb, $4::int4)",
                 )
-                .await?,
-            ping: client.prepare("SELECT 1").await?,
+        )?;
+        let sql = Statements {
+            request,
+            rules,
+            fire,
+            claim,
+            record,
         };
         Ok(Conn { client, sql })
     }
@@ -358,7 +364,6 @@ impl Store {
         );
         let client = connect(&pg).await.map_err(unreachable)?;
         migrate(&client).await.map_err(unreachable)?;
-        drop(client);
         tokio::spawn(listen(pg.clone(), enqueued.clone()));
         let size = usize::try_from(config.storage_postgres_pool_size)
             .unwrap_or(1)
@@ -369,16 +374,16 @@ impl Store {
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size),
         };
-        let store = Store {
+        let first = pool.prepare(client).await.map_err(unreachable)?;
+        pool.idle.lock().expect("pool lock").push(first);
+        Ok(Store {
             inner: Arc::new(Inner {
                 pool,
                 settings,
                 enqueued,
                 retries: AtomicU64::new(0),
             }),
-        };
-        store.ping().await.map_err(unreachable)?;
-        Ok(store)
+        })
     }
 
     /// Runs one decoded request at `now`; `corr_id` is echoed inside fenced actions.
@@ -552,13 +557,6 @@ impl Store {
         Ok(pass.more || !pass.schedules.is_empty())
     }
 
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<()> {
-        let conn = self.inner.pool.get().await?;
-        conn.client.query_one(&conn.sql.ping, &[]).await?;
-        Ok(())
-    }
-
     /// Claims due messages this replica can deliver (pushes, and poll:// messages for the
     /// `streams` it holds: group names and `group/id`s); also answers when the next one falls due.
     pub async fn outbox(
@@ -640,6 +638,14 @@ impl Store {
 /// database already has this exact schema.
 async fn migrate(client: &Client) -> Result<()> {
     let fingerprint = format!("{:016x}", fnv1a(SCHEMA.as_bytes()));
+    let installed = client
+        .query_opt("SELECT value FROM resonate.meta WHERE key = 'schema'", &[])
+        .await;
+    if installed.ok().flatten().map(|row| row.get::<_, String>(0)).as_deref()
+        == Some(fingerprint.as_str())
+    {
+        return Ok(());
+    }
     client.batch_execute("BEGIN").await?;
     let migrated = async {
         client.query_one("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;

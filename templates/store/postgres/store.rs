@@ -128,7 +128,10 @@ struct Statements {
     fire: Statement,
     claim: Statement,
     record: Statement,
+{% if c.http() %}
+    /// `SELECT 1`, for `GET /ready`.
     ping: Statement,
+{% endif %}
 }
 
 struct Conn {
@@ -192,38 +195,36 @@ impl Pool {
     /// A new connection: the schema on the search path, this process's settings for the
     /// functions (`resonate.retry_timeout`, `resonate.server_url`{% if c.retention %}, `resonate.retention`{% endif %}), the statements prepared.
     async fn open(&self) -> Result<Conn> {
-        let client = connect(&self.config).await?;
-        client
-            .query_one(
+        self.prepare(connect(&self.config).await?).await
+    }
+
+    /// Readies `client` as a pooled connection. The setting and the statements are sent at once:
+    /// tokio-postgres pipelines them, so they cost one round trip rather than seven.
+    async fn prepare(&self, client: Client) -> Result<Conn> {
+        let retry_timeout = self.settings.retry_timeout.to_string();
+{% if c.retention %}
+        let retention = self.settings.retention.to_string();
+{% endif %}
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
+            &[&retry_timeout, &self.settings.server_url{% if c.retention %}, &retention{% endif %}];
+        let (_, request, rules, fire, claim, record{% if c.http() %}, ping{% endif %}) = tokio::try_join!(
+            client.query_one(
                 "SELECT set_config('search_path', 'resonate', false),
                         set_config('resonate.retry_timeout', $1, false),
                         set_config('resonate.server_url', $2, false){% if c.retention %},
                         set_config('resonate.retention', $3, false){% endif %}",
-                &[
-                    &self.settings.retry_timeout.to_string(),
-                    &self.settings.server_url,
-{% if c.retention %}
-                    &self.settings.retention.to_string(),
+                params,
+            ),
+            client.prepare("SELECT status, body::text FROM resonate.request($1::text, $2::text::jsonb, $3::int8, $4::text::jsonb)"),
+            client.prepare("SELECT resonate.rules($1::int8, $2::int4, $3::bool)::text"),
+            client.prepare("SELECT resonate.fire($1::text, $2::int8, $3::int8[], $4::int8, $5::int8, $6::bool)"),
+            client.prepare("SELECT resonate.claim($1::int8, $2::int4, $3::int8, $4::text[], $5::text[])::text"),
+            client.prepare("SELECT resonate.record_delivery($1::text::jsonb, $2::text::jsonb, $3::text::jsonb, $4::int4)"),
+{% if c.http() %}
+            client.prepare("SELECT 1"),
 {% endif %}
-                ],
-            )
-            .await?;
-        let sql = Statements {
-            request: client
-                .prepare("SELECT status, body::text FROM resonate.request($1::text, $2::text::jsonb, $3::int8, $4::text::jsonb)")
-                .await?,
-            rules: client.prepare("SELECT resonate.rules($1::int8, $2::int4, $3::bool)::text").await?,
-            fire: client
-                .prepare("SELECT resonate.fire($1::text, $2::int8, $3::int8[], $4::int8, $5::int8, $6::bool)")
-                .await?,
-            claim: client
-                .prepare("SELECT resonate.claim($1::int8, $2::int4, $3::int8, $4::text[], $5::text[])::text")
-                .await?,
-            record: client
-                .prepare("SELECT resonate.record_delivery($1::text::jsonb, $2::text::jsonb, $3::text::jsonb, $4::int4)")
-                .await?,
-            ping: client.prepare("SELECT 1").await?,
-        };
+        )?;
+        let sql = Statements { request, rules, fire, claim, record{% if c.http() %}, ping{% endif %} };
         Ok(Conn { client, sql })
     }
 }
@@ -298,14 +299,14 @@ impl Store {
         let unreachable = |e: StoreError| StoreError(scrub(format!("cannot use PostgreSQL at {}: {e}", redact(url)), url));
         let client = connect(&pg).await.map_err(unreachable)?;
         migrate(&client).await.map_err(unreachable)?;
-        drop(client);
         tokio::spawn(listen(pg.clone(), enqueued.clone()));
         let size = usize::try_from(config.storage_postgres_pool_size).unwrap_or(1).max(1);
         let pool = Pool { config: pg, settings: settings.clone(), idle: Mutex::new(Vec::new()), permits: Semaphore::new(size) };
-        let store = Store { inner: Arc::new(Inner { pool, settings, enqueued, retries: AtomicU64::new(0) }) };
-        // One connection now, so a database that cannot serve requests fails the start.
-        store.ping().await.map_err(unreachable)?;
-        Ok(store)
+        // The schema's connection becomes the pool's first, so a database that cannot serve
+        // requests fails the start.
+        let first = pool.prepare(client).await.map_err(unreachable)?;
+        pool.idle.lock().expect("pool lock").push(first);
+        Ok(Store { inner: Arc::new(Inner { pool, settings, enqueued, retries: AtomicU64::new(0) }) })
     }
 
     /// Runs one decoded request at `now`; `corr_id` is echoed inside fenced actions.
@@ -471,12 +472,14 @@ impl Store {
     }
 
 {% endif %}
-    /// Whether the database answers.
+{% if c.http() %}
+    /// Whether the database answers (`GET /ready`).
     pub async fn ping(&self) -> Result<()> {
         let conn = self.inner.pool.get().await?;
         conn.client.query_one(&conn.sql.ping, &[]).await?;
         Ok(())
     }
+{% endif %}
 
 {% if c.dashboard %}
     /// The dashboard's read of a promise's callbacks (awaiter ids) and listeners (addresses),
@@ -546,6 +549,12 @@ impl Store {
 /// database already has this exact schema.
 async fn migrate(client: &Client) -> Result<()> {
     let fingerprint = format!("{:016x}", fnv1a(SCHEMA.as_bytes()));
+    // A restart on a database that has this schema reads one row and is done; anything else
+    // (no schema yet, another version) takes the lock and looks again.
+    let installed = client.query_opt("SELECT value FROM resonate.meta WHERE key = 'schema'", &[]).await;
+    if installed.ok().flatten().map(|row| row.get::<_, String>(0)).as_deref() == Some(fingerprint.as_str()) {
+        return Ok(());
+    }
     client.batch_execute("BEGIN").await?;
     let migrated = async {
         client.query_one("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
