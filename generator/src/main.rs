@@ -82,12 +82,17 @@ enum Command {
     ///   cost        stripped binary bytes; distinct crates in `cargo tree -e normal,build`
     ///               (the crate itself excluded); lines of generated Rust in generated/<target>/src
     ///   start-up    process start to the first answered POST / (a 404 promise.get counts),
-    ///               min/median/max over cold starts, each on a fresh store
+    ///               min/median/max over cold starts, each on a fresh store, and again for a
+    ///               restart on the store that start created (schema in place)
     ///   memory      VmRSS of the idle server after start and after the load runs
+    ///   idle        CPU of the server (and of the database server's processes) and its
+    ///               wake-ups (context switches of all threads) per second, over 3 s idle
     ///   load        closed-loop requests/s and p50/p99/p99.9 latency with 1, 4, 16 and 64
     ///               clients, each with one connection, for two mixes: workflow (targeted
     ///               promise.create, task.acquire, 4 task.fence, task.fulfill) and promise
-    ///               (create, get, settle)
+    ///               (create, get, settle); CPU (user + system) per request and per workflow
+    ///               iteration (one durable execution), of the server and, on PostgreSQL and
+    ///               MySQL, of every database-server process
     ///
     /// A NATS target (sqlite-nats, postgres-nats) is started with its own api prefix and queue
     /// group on the NATS server at 127.0.0.1:4222 (bash tests/nats-up); start-up runs to the first
