@@ -96,7 +96,7 @@ pub struct RequestView {
     pub response: String,
 }
 
-/// One metric family of spec/metrics.yaml, for templates/transport/http/metrics.rs.
+/// One metric family of spec/metrics.yaml, for templates/server/metrics.rs.
 pub struct MetricView {
     /// The Rust constant: the name without `resonate_`, in upper case.
     pub ident: String,
@@ -525,7 +525,7 @@ templates! {
     ServiceRs => "server/service.rs",
     HttpRs => "transport/http/http.rs",
     DeliveryRs => "transport/http/delivery.rs",
-    MetricsRs => "transport/http/metrics.rs",
+    MetricsRs => "server/metrics.rs",
     UiRs => "transport/http/ui.rs",
     UiHtml => "transport/http/ui.html",
     NatsDeliveryRs => "transport/nats/delivery.rs",
@@ -586,7 +586,8 @@ pub fn render(spec: &Spec, target: &Manifest) -> Result<Vec<File>> {
             add("src/http.rs", "transport/http/http.rs", HttpRs { c: &c }.render())?;
             add("src/delivery.rs", "transport/http/delivery.rs", DeliveryRs { c: &c }.render())?;
             if c.metrics {
-                add("src/metrics.rs", "transport/http/metrics.rs", MetricsRs { c: &c }.render())?;
+                add("src/metrics.rs", "server/metrics.rs", MetricsRs { c: &c }.render())?;
+                add("src/exporter.rs", "transport/http/exporter.rs", Ok(include_str!("../../templates/transport/http/exporter.rs").to_string()))?;
             }
             // The dashboard: its route module and page are rendered (auth or not); its script and
             // style are the same for every target, copied as they are.

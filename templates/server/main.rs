@@ -19,8 +19,8 @@
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
 {% endif %}
 {% if c.metrics %}
-//! `metrics` holds the counters the other modules bump and serves them, with the store's counts,
-//! at `GET /metrics` on a port of its own.
+//! `metrics` holds the counters the other modules bump; `exporter` serves them, with the store's
+//! counts, at `GET /metrics` on a port of its own.
 {% endif %}
 {% if c.https %}
 //! `tls` opens the TLS connections of pushes to https:// addresses.
@@ -42,6 +42,7 @@ mod tls;
 mod nats;
 {% endif %}
 {% if c.metrics %}
+mod exporter;
 mod metrics;
 {% endif %}
 {% if c.machine() %}

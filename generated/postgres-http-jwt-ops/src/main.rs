@@ -12,8 +12,8 @@
 //! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
 //! environment).
 //! `auth` verifies the JWT every request carries and holds it to its id prefix.
-//! `metrics` holds the counters the other modules bump and serves them, with the store's counts,
-//! at `GET /metrics` on a port of its own.
+//! `metrics` holds the counters the other modules bump; `exporter` serves them, with the store's
+//! counts, at `GET /metrics` on a port of its own.
 //! `tls` opens the TLS connections of pushes to https:// addresses.
 
 mod auth;
@@ -23,6 +23,7 @@ mod cron;
 mod delivery;
 mod http;
 mod tls;
+mod exporter;
 mod metrics;
 #[allow(dead_code)]
 mod protocol;

@@ -59,7 +59,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         "listening on http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
-    crate::metrics::serve(&config, service.store().clone()).await?;
+    crate::exporter::serve(&config, service.store().clone()).await?;
     let hub = Arc::new(Hub::default());
     tokio::spawn(
         delivery::run(service.store().clone(), hub.clone(), enqueued, settings),

@@ -12,8 +12,8 @@
 //! `outbox` (queued messages between store and delivery), `protocol` (wire records and requests,
 //! rendered from spec/), `cron` (schedule expressions), `clock`, `config` (flags and
 //! environment).
-//! `metrics` holds the counters the other modules bump and serves them, with the store's counts,
-//! at `GET /metrics` on a port of its own.
+//! `metrics` holds the counters the other modules bump; `exporter` serves them, with the store's
+//! counts, at `GET /metrics` on a port of its own.
 //! `tls` opens the TLS connections of pushes to https:// addresses.
 
 mod clock;
@@ -22,6 +22,7 @@ mod cron;
 mod delivery;
 mod http;
 mod tls;
+mod exporter;
 mod metrics;
 mod machine;
 mod protocol;

@@ -46,7 +46,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}:{}: {e}", config.server_bind, config.server_port))?;
     crate::log!(Info, "listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
 {% if c.metrics %}
-    crate::metrics::serve(&config, service.store().clone()).await?;
+    crate::exporter::serve(&config, service.store().clone()).await?;
 {% endif %}
     let hub = Arc::new(Hub::default());
     tokio::spawn(delivery::run(service.store().clone(), hub.clone(), enqueued, settings));

@@ -1,24 +1,15 @@
-//! Prometheus metrics: `GET /metrics` on a listener of its own (`--observability-metrics-port`,
-//! 0 turns it off), in the Prometheus text format 0.0.4, under the official server's names so
-//! its dashboards keep working, plus what this server knows beyond them (spec/metrics.yaml).
+//! Prometheus metrics in the text format 0.0.4, under the official server's names so its
+//! dashboards keep working, plus what this server knows beyond them (spec/metrics.yaml). The
+//! modules that see things happen bump them here; `exporter` serves them at `GET /metrics`.
 //!
 //! Counters and histograms are relaxed atomics bumped where things happen: a request costs one
 //! clock read, a lookup of its kind and four additions, and nothing takes a lock. The gauges
 //! (promises and tasks by state, outbox messages by address) are counted by the store when
 //! Prometheus scrapes, so they cost a scan per scrape and nothing per request.
 
-use crate::config::Config;
-use crate::store::Store;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::convert::Infallible;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use tokio::net::TcpListener;
 
 /// A metric family: the name and what its `# HELP` and `# TYPE` lines say.
 struct Family {
@@ -169,57 +160,6 @@ pub fn background_pass(elapsed: Duration) {
     METRICS.background.observe(elapsed);
 }
 
-/// Binds the metrics port (unless it is 0) and serves `GET /metrics` there until the process
-/// ends. A port that cannot be bound fails the start, so a scrape never reaches another process.
-pub async fn serve(config: &Config, store: Store) -> Result<(), String> {
-    let port = config.observability_metrics_port;
-    if port == 0 {
-        return Ok(());
-    }
-    let listener = TcpListener::bind((config.server_bind.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot listen on {}:{port} for metrics: {e}", config.server_bind))?;
-    crate::log!(Info, "metrics on http://{}/metrics", listener.local_addr().map_err(|e| e.to_string())?);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let store = store.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let store = store.clone();
-                    async move { Ok::<_, Infallible>(route(&store, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(())
-}
-
-async fn route(store: &Store, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => match store.census().await {
-            Ok(census) => (200, "text/plain; version=0.0.4; charset=utf-8", render(&census)),
-            Err(e) => {
-                crate::log!(Error, "metrics: cannot read the store: {e}");
-                (500, "text/plain", format!("Failed to read the store: {e}"))
-            }
-        },
-        _ => (404, "text/plain", String::new()),
-    };
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
 {% raw %}/// Writes the `# HELP` and `# TYPE` lines of a family.
 fn header(out: &mut String, f: &Family) {
     let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind);
@@ -232,7 +172,7 @@ fn escape(value: &str) -> String {
 
 /// The whole exposition: counters and histograms as they stand, then the store's census.
 /// Requests appear by kind and status once one was answered (as in the official server).
-fn render(census: &Census) -> String {
+pub fn render(census: &Census) -> String {
     let m = &METRICS;
     let mut out = String::with_capacity(4096);
     header(&mut out, &REQUEST_TOTAL);
