@@ -378,15 +378,7 @@ impl Tx<'_> {
     }
 
     fn take(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
-        let items = self
-            .conn
-            .prepare_cached(
-                &format!(
-                    "SELECT {column} FROM {table} WHERE awaited = ?1 ORDER BY rowid"
-                ),
-            )?
-            .query_map([awaited], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+        let items = self.list(table, column, awaited)?;
         if !items.is_empty() {
             self.conn
                 .prepare_cached(&format!("DELETE FROM {table} WHERE awaited = ?1"))?

@@ -297,7 +297,8 @@ fn parse_state<T>(s: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> 
 }
 
 impl Tx<'_> {
-    fn take(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
+    /// A promise's callbacks or listeners, oldest first, left in place.
+    fn list(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
         let items = self
             .conn
             .prepare_cached(
@@ -307,6 +308,11 @@ impl Tx<'_> {
             )?
             .query_map([awaited], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(items)
+    }
+
+    fn take(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
+        let items = self.list(table, column, awaited)?;
         if !items.is_empty() {
             self.conn
                 .prepare_cached(&format!("DELETE FROM {table} WHERE awaited = ?1"))?

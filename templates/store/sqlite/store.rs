@@ -324,7 +324,6 @@ impl Tx<'_> {
     }
 {% endif %}
 
-{% if c.dashboard %}
     /// A promise's callbacks or listeners, oldest first, left in place.
     fn list(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
         let items = self
@@ -335,13 +334,8 @@ impl Tx<'_> {
         Ok(items)
     }
 
-{% endif %}
     fn take(&self, table: &str, column: &str, awaited: &str) -> Result<Vec<String>> {
-        let items = self
-            .conn
-            .prepare_cached(&format!("SELECT {column} FROM {table} WHERE awaited = ?1 ORDER BY rowid"))?
-            .query_map([awaited], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+        let items = self.list(table, column, awaited)?;
         if !items.is_empty() {
             self.conn
                 .prepare_cached(&format!("DELETE FROM {table} WHERE awaited = ?1"))?
